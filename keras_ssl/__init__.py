@@ -1,0 +1,18 @@
+"""keras-ssl: semi-supervised learning for Keras 3 inside `model.fit`."""
+
+from keras_ssl import augment, losses
+from keras_ssl.algorithms import Algorithm, FixMatch, MeanTeacher
+from keras_ssl.model import SemiSupervisedModel
+from keras_ssl.validation import InputError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm",
+    "FixMatch",
+    "InputError",
+    "MeanTeacher",
+    "SemiSupervisedModel",
+    "augment",
+    "losses",
+]

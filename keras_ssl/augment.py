@@ -1,0 +1,159 @@
+"""Weak and strong views of images, built from Keras-core layers.
+
+FixMatch needs two views of every unlabeled image: a weak one (flip and
+translation) whose prediction becomes the pseudo-label, and a strong one
+(weak + RandAugment + cutout) that is trained to match it. Everything here is
+a Keras preprocessing layer, so it runs inside a `tf.data` pipeline on every
+backend (the default) or inside the training step on an accelerator.
+"""
+
+import keras
+from keras import layers
+
+VALUE_RANGES = {"uint8": (0, 255), "unit": (0, 1), "symmetric": (-1, 1)}
+
+
+def resolve_value_range(value_range):
+    """Turn `"uint8"`, `"unit"`, `"symmetric"` or a `(low, high)` pair into a tuple."""
+    if isinstance(value_range, str):
+        if value_range not in VALUE_RANGES:
+            raise ValueError(
+                f"Unknown value_range={value_range!r}. Expected one of "
+                f"{sorted(VALUE_RANGES)} or a (low, high) tuple such as (0, 255)."
+            )
+        return VALUE_RANGES[value_range]
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"value_range must be a (low, high) pair or one of "
+            f"{sorted(VALUE_RANGES)}; received {value_range!r}."
+        ) from None
+    if not low < high:
+        raise ValueError(f"value_range must have low < high; received {value_range!r}.")
+    return (low, high)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class PerImageRandAugment(layers.RandAugment):
+    """RandAugment that draws its operations independently for every image.
+
+    `keras.layers.RandAugment` picks one pair of operations for a whole batch;
+    FixMatch's strong view wants a different pair per image. This subclass
+    keeps Keras's operations and magnitudes and only changes the choice: each
+    image gets its own `num_ops` operation indices. The cost is the same as the
+    parent's (each operation is computed once per round on the whole batch).
+
+    Example:
+
+    ```python
+    aug = keras_ssl.augment.PerImageRandAugment(value_range=(0, 255))
+    strong = aug(images, training=True)  # images: (batch, h, w, c)
+    ```
+
+    Args:
+        value_range: range of the input pixel values, e.g. `(0, 255)`.
+        num_ops: operations applied in sequence to each image. Default 2.
+        factor: magnitude bound passed to the Keras operations. Default 0.5;
+            each operation samples its own magnitude per image below it.
+        interpolation: `"bilinear"` or `"nearest"`.
+        seed: optional integer seed.
+    """
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        transformation = super().get_random_transformation(data, training, seed)
+        if transformation is None:
+            return None
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.shape(images)
+        batch = shape[0] if len(shape) == 4 else 1
+        transformation["layer_idxes"] = self.backend.random.randint(
+            (self.num_ops, batch),
+            0,
+            len(self._AUGMENT_LAYERS),
+            seed=self._get_seed_generator(self.backend._backend),
+        )
+        return transformation
+
+    def transform_images(self, images, transformation, training=True):
+        if not training:
+            return self.backend.cast(images, self.compute_dtype)
+        images = self.backend.cast(images, self.compute_dtype)
+        unbatched = len(images.shape) == 3
+        if unbatched:
+            images = self.backend.numpy.expand_dims(images, 0)
+        idxes = transformation["layer_idxes"]
+        transforms = transformation["transforms"]
+        for i in range(self.num_ops):
+            choice = self.backend.numpy.reshape(idxes[i], (-1, 1, 1, 1))
+            for idx, (key, value) in enumerate(transforms.items()):
+                layer = getattr(self, key)
+                images = self.backend.numpy.where(
+                    choice == idx, layer.transform_images(images, value), images
+                )
+        if unbatched:
+            images = images[0]
+        return self.backend.cast(images, self.compute_dtype)
+
+
+def weak_augmentation(value_range=(0, 255), flip=True, translate=0.125, seed=None):
+    """The weak view: horizontal flip and translation up to `translate`.
+
+    Args:
+        value_range: range of the pixel values (kept unchanged).
+        flip: add a random horizontal flip (turn off for digits or text).
+        translate: largest shift as a fraction of height and width; padding
+            reflects the image, as in FixMatch.
+        seed: optional integer seed.
+
+    Returns:
+        A `keras.Sequential` of preprocessing layers.
+    """
+    del value_range  # Geometric operations do not depend on the range.
+    ops = []
+    if flip:
+        ops.append(layers.RandomFlip("horizontal", seed=seed))
+    if translate:
+        ops.append(
+            layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed)
+        )
+    return keras.Sequential(ops, name="weak_view")
+
+
+def strong_augmentation(
+    value_range=(0, 255), flip=True, translate=0.125, num_ops=2, magnitude=0.5,
+    cutout=0.5, seed=None,
+):
+    """The strong view: weak + per-image RandAugment + cutout.
+
+    Args:
+        value_range: range of the pixel values.
+        flip, translate: as in `weak_augmentation`.
+        num_ops: RandAugment operations per image.
+        magnitude: RandAugment's upper magnitude; each image samples below it.
+        cutout: side of the erased square as a fraction of the image side
+            (0.5 erases a square of half the side, as FixMatch). 0 disables it.
+        seed: optional integer seed.
+
+    Returns:
+        A `keras.Sequential` of preprocessing layers.
+    """
+    value_range = resolve_value_range(value_range)
+    ops = list(weak_augmentation(value_range, flip, translate, seed).layers)
+    ops.append(
+        PerImageRandAugment(
+            value_range=value_range, num_ops=num_ops, factor=magnitude, seed=seed
+        )
+    )
+    if cutout:
+        area = float(cutout) ** 2
+        ops.append(
+            layers.RandomErasing(
+                factor=(1.0, 1.0),
+                scale=(area, area),
+                fill_value=(value_range[0] + value_range[1]) / 2.0,
+                value_range=value_range,
+                seed=seed,
+            )
+        )
+    return keras.Sequential(ops, name="strong_view")

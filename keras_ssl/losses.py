@@ -1,0 +1,97 @@
+"""Pure `keras.ops` building blocks of SSL losses.
+
+Every function here is a small, stateless function of tensors (and plain
+Python numbers), written once in `keras.ops` so that it runs unchanged on
+TensorFlow, JAX and PyTorch. Algorithms (`keras_ssl.algorithms`) are
+compositions of these functions: masking, pseudo-labelling, consistency and
+schedules. All of them compute in float32, whatever the model's dtype policy.
+"""
+
+from keras import ops
+
+
+def _f32(x):
+    return ops.cast(x, "float32")
+
+
+def probabilities(logits, temperature=1.0):
+    """Softmax of `logits / temperature`, computed in float32."""
+    logits = _f32(logits)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return ops.softmax(logits, axis=-1)
+
+
+def pseudo_labels(logits, temperature=1.0):
+    """Targets from a model's own predictions, with no gradient.
+
+    Returns `(probs, confidence, hard_labels)`: the class probabilities, the
+    largest probability per example and its class index.
+    """
+    probs = ops.stop_gradient(probabilities(logits, temperature))
+    return probs, ops.max(probs, axis=-1), ops.argmax(probs, axis=-1)
+
+
+def threshold_mask(confidence, threshold):
+    """FixMatch's mask: 1.0 where `confidence >= threshold`, else 0.0.
+
+    `threshold` may be a float or a tensor broadcastable to `confidence`
+    (a per-class or adaptive threshold).
+    """
+    return _f32(ops.greater_equal(_f32(confidence), _f32(threshold)))
+
+
+def masked_cross_entropy(logits, labels, mask):
+    """Mean over the batch of `mask * cross_entropy(labels, logits)`.
+
+    The mean divides by the batch size, not by the number of unmasked
+    examples (as in FixMatch), so an all-zero mask gives exactly 0.0 and never
+    a division by zero. `labels` are integer class indices.
+    """
+    logits = _f32(logits)
+    log_probs = ops.log_softmax(logits, axis=-1)
+    num_classes = ops.shape(logits)[-1]
+    one_hot = ops.one_hot(ops.cast(labels, "int32"), num_classes)
+    per_example = -ops.sum(one_hot * log_probs, axis=-1)
+    return ops.mean(per_example * ops.stop_gradient(_f32(mask)))
+
+
+def soft_mse(student_logits, teacher_logits):
+    """Mean squared error between class probabilities (Mean Teacher).
+
+    The teacher side carries no gradient. Averaged over classes and batch.
+    """
+    student = probabilities(student_logits)
+    teacher = ops.stop_gradient(probabilities(teacher_logits))
+    return ops.mean(ops.square(student - teacher))
+
+
+def sigmoid_rampup(step, rampup_steps):
+    """`exp(-5 (1 - t)^2)` with `t = clip(step / rampup_steps, 0, 1)`.
+
+    Monotone from exp(-5) ~ 0.0067 at step 0 to exactly 1.0 at
+    `rampup_steps` and after. `rampup_steps=0` means no ramp (always 1.0).
+    """
+    if rampup_steps <= 0:
+        return ops.ones((), "float32")
+    t = ops.clip(_f32(step) / float(rampup_steps), 0.0, 1.0)
+    return ops.exp(-5.0 * ops.square(1.0 - t))
+
+
+def ema_decay(step, decay, warmup=True):
+    """Decay of an EMA at `step`: `min(decay, (1 + step) / (10 + step))`.
+
+    With `warmup=False` it is `decay` at every step.
+    """
+    decay = ops.convert_to_tensor(decay, "float32")
+    if not warmup:
+        return decay
+    step = _f32(step)
+    return ops.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(average, value, decay):
+    """One EMA step: `decay * average + (1 - decay) * value` (no gradient)."""
+    decay = ops.cast(decay, average.dtype)
+    value = ops.stop_gradient(ops.cast(value, average.dtype))
+    return decay * average + (1.0 - decay) * value
