@@ -107,7 +107,7 @@ def weak_augmentation(value_range=(0, 255), flip=True, translate=0.125, seed=Non
         seed: optional integer seed.
 
     Returns:
-        A `keras.Sequential` of preprocessing layers.
+        A `keras.layers.Pipeline` of preprocessing layers (tf.data-safe).
     """
     del value_range  # Geometric operations do not depend on the range.
     ops = []
@@ -117,7 +117,7 @@ def weak_augmentation(value_range=(0, 255), flip=True, translate=0.125, seed=Non
         ops.append(
             layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed)
         )
-    return keras.Sequential(ops, name="weak_view")
+    return layers.Pipeline(ops, name="weak_view")
 
 
 def strong_augmentation(
@@ -136,7 +136,7 @@ def strong_augmentation(
         seed: optional integer seed.
 
     Returns:
-        A `keras.Sequential` of preprocessing layers.
+        A `keras.layers.Pipeline` of preprocessing layers (tf.data-safe).
     """
     value_range = resolve_value_range(value_range)
     ops = list(weak_augmentation(value_range, flip, translate, seed).layers)
@@ -156,4 +156,4 @@ def strong_augmentation(
                 seed=seed,
             )
         )
-    return keras.Sequential(ops, name="strong_view")
+    return layers.Pipeline(ops, name="strong_view")

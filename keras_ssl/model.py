@@ -136,9 +136,12 @@ class SemiSupervisedModel(keras.Model):
             aggregation="only_first_replica",
         )
         names = SSL_METRICS + tuple(algorithm.metric_names) + ("pseudo_label_accuracy",)
-        self._ssl_trackers = _Untracked(**{n: keras.metrics.Mean(name=n) for n in names}).__dict__
-        for name, tracker in self._ssl_trackers.items():
+        # Tracked one by one as attributes; the lookup table stays untracked.
+        self._ssl_trackers = _Untracked(table={})
+        for name in names:
+            tracker = keras.metrics.Mean(name=name)
             setattr(self, f"_tracker_{name}", tracker)
+            self._ssl_trackers.table[name] = tracker
         self._reported = set(SSL_METRICS)
         self._augmentations = _Untracked(views=None, labeled_view=None)
 
@@ -164,7 +167,7 @@ class SemiSupervisedModel(keras.Model):
         self._tracker.unlock()
         self.teacher_weights = [
             keras.Variable(
-                v.value, trainable=False, name=f"teacher_{v.name}",
+                ops.copy(v.value), trainable=False, name=f"teacher_{v.name}",
                 aggregation="mean",
             )
             for v in self.model.trainable_variables
@@ -258,7 +261,7 @@ class SemiSupervisedModel(keras.Model):
         return loss
 
     def _track(self, name, value):
-        self._ssl_trackers[name].update_state(ops.cast(value, "float32"))
+        self._ssl_trackers.table[name].update_state(ops.cast(value, "float32"))
 
     def _update_teacher(self, step):
         if not self.teacher_weights:
@@ -272,14 +275,14 @@ class SemiSupervisedModel(keras.Model):
     @property
     def metrics(self):
         base = super().metrics
-        trackers = {id(t): n for n, t in self._ssl_trackers.items()}
+        trackers = {id(t): n for n, t in self._ssl_trackers.table.items()}
         return [m for m in base if trackers.get(id(m), None) in (None, *self._reported)]
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if isinstance(y_pred, dict):
             return super().compute_metrics(x, y, y_pred[LABELED], sample_weight)
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        return {k: v for k, v in logs.items() if k not in self._ssl_trackers}
+        return {k: v for k, v in logs.items() if k not in self._ssl_trackers.table}
 
     # ------------------------------------------------------------- compile
 

@@ -170,7 +170,7 @@ def check_outputs(ssl_model, x_sample, y_sample):
     """Checks that need one forward pass and the compiled loss."""
     import keras
 
-    outputs = np.asarray(ssl_model.model(x_sample[:2], training=False))
+    outputs = keras.ops.convert_to_numpy(ssl_model.model(x_sample[:2], training=False))
     if outputs.ndim != 2 or outputs.shape[-1] < 2:
         raise InputError(
             f"The wrapped model must output class scores of shape (batch, "
