@@ -350,6 +350,7 @@ class SemiSupervisedModel(keras.Model):
         Also builds the model's state (wrapped model, teacher) so that every
         check runs before the first training step.
         """
+        validation.check_fit_arguments(self, x, y, unlabeled, unlabeled_labels)
         if batch_size is None and not data.is_zipped(x):
             batch_size = 32
         zipped = data.is_zipped(x)
@@ -374,7 +375,7 @@ class SemiSupervisedModel(keras.Model):
             self.value_range = data.infer_value_range(x_sample)
         validation.check_value_range(x_sample, self.value_range, "x (labeled images)")
         self._ensure_built(x_sample)
-        validation.check_outputs(self, x_sample, y_sample)
+        validation.check_outputs(self, x_sample, y_sample, labels=None if zipped else y)
 
         views = self.algorithm.build_views(self.value_range)
         needed = tuple(self.algorithm.views) + tuple(self.algorithm.teacher_views)
@@ -383,12 +384,14 @@ class SemiSupervisedModel(keras.Model):
         self._augmentations = _Untracked(views=views, labeled_view=labeled_view)
 
         if zipped:
-            u_spec = x.element_spec[1]
-            validation.check_unlabeled_spec(u_spec, x_sample.ndim)
+            validation.check_zipped_unlabeled(x, x_sample, self.value_range)
             source = x
         elif unlabeled is not None:
-            validation.check_unlabeled(unlabeled, x_sample, self.value_range)
             u_batch = self.unlabeled_ratio * int(x_sample.shape[0])
+            validation.check_unlabeled(
+                unlabeled, x_sample, self.value_range, labels=unlabeled_labels,
+                unlabeled_batch=u_batch,
+            )
             stream = data.unlabeled_dataset(
                 unlabeled, u_batch, x_sample.ndim, labels=unlabeled_labels
             )
