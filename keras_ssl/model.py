@@ -416,6 +416,62 @@ class SemiSupervisedModel(keras.Model):
 
     # -------------------------------------------------------------- saving
 
+    def export_model(self, which="student"):
+        """A plain Keras copy of the wrapped model, for inference or deployment.
+
+        The copy is made of the wrapped model's own layers only, so
+        `copy.save("classifier.keras")` loads back with
+        `keras.models.load_model` without importing keras-ssl.
+
+        Example:
+
+        ```python
+        ssl.fit(x, y, unlabeled=u, epochs=10)
+        ssl.export_model("teacher").save("classifier.keras")
+        ```
+
+        Args:
+            which: `"student"` (the trained weights) or `"teacher"` (the EMA
+                teacher's weights; needs an algorithm with a teacher, such as
+                `MeanTeacher`, or `ema_teacher=`).
+
+        Returns:
+            A new, uncompiled `keras.Model` with a snapshot of those weights;
+            later training does not change it.
+        """
+        if which not in ("student", "teacher"):
+            raise ValueError(
+                f"export_model(which=...) must be 'student' or 'teacher'; "
+                f"received {which!r}."
+            )
+        if which == "teacher" and not self.teacher_weights:
+            raise ValueError(
+                "export_model(which='teacher'): this model keeps no EMA teacher. "
+                "Use an algorithm with a teacher (MeanTeacher) or "
+                "SemiSupervisedModel(..., ema_teacher={'decay': 0.999}), or "
+                "export which='student'."
+            )
+        copy = keras.models.clone_model(self.model)
+        if not copy.built:
+            raise ValueError(
+                f"export_model: the copy of {self.model.name!r} could not be "
+                "rebuilt from its config; save the wrapped model directly "
+                "(ssl.model.save(...))."
+            )
+        copy.set_weights(self.model.get_weights())
+        if which == "teacher":
+            for variable, average in zip(copy.trainable_variables, self.teacher_weights):
+                variable.assign(average.value)
+        return copy
+
+    def compile_from_config(self, config):
+        # `compile` is overridden (only to default the loss), so Keras's own
+        # `compile_from_config` would skip it and load an uncompiled model.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def get_config(self):
         return {
             "name": self.name,
