@@ -54,6 +54,10 @@ def labeled_dataset(x, y, sample_weight, batch_size, shuffle, class_weight,
         steps_per_epoch=steps_per_epoch, shuffle=shuffle, class_weight=class_weight,
     )
     dataset = adapter.get_tf_dataset()
+    if adapter.num_batches is not None and steps_per_epoch is None:
+        # Keras's array adapter hides the length; restore it so that fit
+        # knows the epoch length (and the progress bar its total).
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(adapter.num_batches))
     if steps_per_epoch is not None:
         # The labeled set may be smaller than the number of steps asked for:
         # repeat it (the unlabeled stream is infinite anyway).

@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def tiny_cnn(input_shape=(8, 8, 3), classes=4, softmax=False):
+    layers = keras.layers
+    return keras.Sequential([
+        keras.Input(input_shape),
+        layers.Conv2D(8, 3, padding="same"),
+        layers.BatchNormalization(),
+        layers.ReLU(),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(classes, activation="softmax" if softmax else None),
+    ])
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 4, 24)
+    u = rng.random((64, 8, 8, 3)).astype("float32")
+    return x, y, u
