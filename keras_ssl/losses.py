@@ -95,3 +95,38 @@ def ema_update(average, value, decay):
     decay = ops.cast(decay, average.dtype)
     value = ops.stop_gradient(ops.cast(value, average.dtype))
     return decay * average + (1.0 - decay) * value
+
+
+def self_adaptive_thresholds(global_confidence, class_confidence):
+    """FreeMatch's per-class thresholds: `tau * p_c / max_c p_c`.
+
+    `global_confidence` (tau) is an EMA of the mean top probability on
+    unlabeled images, `class_confidence` (p) an EMA of their mean class
+    probabilities. Classes the model is less sure of get a lower threshold.
+    """
+    p = _f32(class_confidence)
+    return _f32(global_confidence) * p / ops.max(p)
+
+
+def update_confidence_estimates(global_confidence, class_confidence, probs, momentum):
+    """One EMA step of FreeMatch's (tau, p) from a batch of probabilities."""
+    probs = ops.stop_gradient(_f32(probs))
+    new_global = momentum * global_confidence + (1.0 - momentum) * ops.mean(
+        ops.max(probs, axis=-1)
+    )
+    new_class = momentum * class_confidence + (1.0 - momentum) * ops.mean(probs, axis=0)
+    return new_global, new_class
+
+
+def align_distribution(probs, model_marginal, target_marginal=None):
+    """Distribution alignment (ReMixMatch): `p * target / model`, renormalised.
+
+    `model_marginal` is a running mean of the model's predictions on unlabeled
+    images; `target_marginal` defaults to uniform.
+    """
+    probs = _f32(probs)
+    ratio = 1.0 / ops.maximum(_f32(model_marginal), 1e-6)
+    if target_marginal is not None:
+        ratio = ratio * _f32(target_marginal)
+    aligned = probs * ratio
+    return aligned / ops.sum(aligned, axis=-1, keepdims=True)

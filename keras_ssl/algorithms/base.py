@@ -43,8 +43,15 @@ class Algorithm:
         """Return `{view_name: callable}` that augments a batch of images."""
         raise NotImplementedError
 
-    def build(self, model):
-        """Create state variables on `model` (e.g. adaptive thresholds)."""
+    def build(self, num_classes):
+        """Create and return state variables (e.g. adaptive thresholds).
+
+        Called once by the model when it is built. `num_classes` is the
+        width of the model's output, or None when the model cannot tell it
+        before seeing data. Return a list of `keras.Variable`s (non-trainable)
+        that the model tracks, saves and feeds to the compiled step.
+        """
+        return []
 
     def unlabeled_loss(self, logits, teacher_logits, step):
         """Return `(loss, metrics, pseudo_labels)` for one unlabeled batch.

@@ -67,22 +67,20 @@ class FixMatch(Algorithm):
         strong = self.strong or augment.strong_augmentation(value_range, flip=self.flip)
         return {"weak": weak, "strong": strong}
 
-    def mask(self, confidence, labels):
+    def mask(self, probs, confidence, labels):
         """Which pseudo-labels to keep. Subclasses change only this."""
-        del labels
+        del probs, labels
         return losses.threshold_mask(confidence, self.threshold)
 
     def unlabeled_loss(self, logits, teacher_logits, step):
-        _, confidence, labels = losses.pseudo_labels(logits["weak"], self.temperature)
-        mask = self.mask(confidence, labels)
+        probs, confidence, labels = losses.pseudo_labels(logits["weak"], self.temperature)
+        mask = self.mask(probs, confidence, labels)
         loss = losses.masked_cross_entropy(logits["strong"], labels, mask)
         metrics = {"mask_rate": keras.ops.mean(mask)}
         return self.unlabeled_weight * loss, metrics, labels
 
     def get_config(self):
-        if self.weak is not None or self.strong is not None:
-            # Custom views are code; they are not saved with the model.
-            pass
+        # Custom `weak`/`strong` views are code: they are not saved.
         return {
             "threshold": self.threshold,
             "unlabeled_weight": self.unlabeled_weight,

@@ -1,0 +1,1 @@
+"""Benchmarks of keras-ssl: accuracy at equal budget, and step throughput."""

@@ -1,0 +1,218 @@
+"""Accuracy at an equal budget: every method gets the same model, optimizer,
+augmentation and number of steps (or, for `--equal-time`, the same wall time).
+
+    python -m benchmarks.run --dataset digits --labels 20 --seeds 0,1,2 --steps 1000
+    python -m benchmarks.run --dataset cifar10 --data /tmp/cifar10.npz --labels 1000 \
+        --methods supervised,freematch,fixmatch,mean_teacher,oracle --equal-time freematch \
+        --steps 3500 --batch-size 32 --ratio 3 --seeds 0
+
+Methods: supervised, fixmatch, freematch, mean_teacher, oracle (supervised on the
+labeled and unlabeled images with their true labels: the ceiling). Options go
+after a colon, e.g. `fixmatch:threshold=0.8`. The test images are read once per
+run, after training. Prints a markdown table and writes JSON and a PNG of test
+accuracy against wall time.
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_ssl  # noqa: E402
+from benchmarks import datasets  # noqa: E402
+
+
+def parse_method(spec):
+    name, _, opts = spec.partition(":")
+    options = {}
+    for item in filter(None, opts.split(";")):
+        key, _, value = item.partition("=")
+        options[key] = float(value) if value.replace(".", "", 1).isdigit() else value
+    return name, options
+
+
+def make_algorithm(name, options, flip):
+    if name in ("supervised", "oracle", "supervised_equal_time"):
+        return keras_ssl.FixMatch(flip=flip)  # only its weak view is used
+    if name == "fixmatch":
+        return keras_ssl.FixMatch(flip=flip, **options)
+    if name == "freematch":
+        return keras_ssl.FreeMatch(flip=flip, **options)
+    if name == "mean_teacher":
+        return keras_ssl.MeanTeacher(flip=flip, **options)
+    raise SystemExit(f"unknown method {name!r}")
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Wall time of the training steps only (excludes the final evaluation)."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def run_one(args, split, method_spec, seed, steps):
+    name, options = parse_method(method_spec)
+    keras.utils.set_random_seed(seed)
+    if args.dataset == "cifar10":
+        net, flip = datasets.cnn6(), True
+    else:
+        from keras_ssl.demo import small_cnn
+
+        net, flip = small_cnn(), False
+    algorithm = make_algorithm(name, options, flip)
+    model = keras_ssl.SemiSupervisedModel(net, algorithm, unlabeled_ratio=args.ratio)
+    if args.optimizer == "sgd":
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                         weight_decay=args.weight_decay)
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
+        optimizer = keras.optimizers.Adam(schedule, weight_decay=args.weight_decay or None)
+    model.compile(optimizer=optimizer, metrics=["accuracy"])
+    x, y = split["x_lab"], split["y_lab"]
+    unlabeled = split["x_unl"]
+    if name == "oracle":
+        x = np.concatenate([x, split["x_unl"]])
+        y = np.concatenate([y, split["y_unl"]])
+    use_unlabeled = name not in ("supervised", "oracle", "supervised_equal_time")
+    epochs = max(1, min(args.epochs, steps))
+    timer = _StepTimer()
+    history = model.fit(
+        x, y, unlabeled=unlabeled if use_unlabeled else None,
+        unlabeled_labels=split["y_unl"] if use_unlabeled else None,
+        batch_size=min(args.batch_size, len(x)), epochs=epochs,
+        steps_per_epoch=steps // epochs, callbacks=[timer], verbose=args.verbose,
+    )
+    test = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
+    logs = {k: float(v[-1]) for k, v in history.history.items()}
+    done = int(model.ssl_step.numpy()) if hasattr(model.ssl_step, "numpy") else steps
+    result = {"method": method_spec, "seed": seed, "steps": done,
+              "accuracy": float(test["accuracy"]), "seconds": timer.seconds,
+              "steps_per_second": done / timer.seconds,
+              "mask_rate": logs.get("mask_rate"),
+              "pseudo_label_accuracy": logs.get("pseudo_label_accuracy"),
+              "final_logs": logs}
+    print(f"  {method_spec:>24} seed {seed}: test accuracy {result['accuracy']:.4f}, "
+          f"{done} steps in {timer.seconds:.0f} s ({result['steps_per_second']:.2f} steps/s)"
+          + (f", mask rate {result['mask_rate']:.2f}" if result["mask_rate"] is not None
+             else ""), flush=True)
+    return result
+
+
+def summarize(results):
+    rows = {}
+    for r in results:
+        rows.setdefault(r["method"], []).append(r)
+    table = []
+    for method, runs in rows.items():
+        acc = np.array([r["accuracy"] for r in runs])
+        masks = [r["mask_rate"] for r in runs if r["mask_rate"] is not None]
+        table.append({
+            "method": method, "runs": len(runs), "mean": float(acc.mean()),
+            "std": float(acc.std()), "steps": int(np.mean([r["steps"] for r in runs])),
+            "seconds": float(np.mean([r["seconds"] for r in runs])),
+            "steps_per_second": float(np.mean([r["steps_per_second"] for r in runs])),
+            "mask_rate": float(np.mean(masks)) if masks else None,
+        })
+    return table
+
+
+def markdown(table):
+    lines = ["| method | test accuracy (mean ± std) | runs | steps | wall time (s) | steps/s "
+             "| final mask rate |", "|---|---|---|---|---|---|---|"]
+    for row in table:
+        mask = "-" if row["mask_rate"] is None else f"{row['mask_rate']:.2f}"
+        lines.append(f"| {row['method']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | "
+                     f"{row['runs']} | {row['steps']} | {row['seconds']:.0f} | "
+                     f"{row['steps_per_second']:.2f} | {mask} |")
+    return "\n".join(lines)
+
+
+def plot(table, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in table:
+        ax.errorbar(row["seconds"], 100 * row["mean"], yerr=100 * row["std"], fmt="o",
+                    capsize=4, label=row["method"])
+    ax.set_xlabel("wall time per run (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=["digits", "cifar10"], default="digits")
+    p.add_argument("--data", help="CIFAR-10 npz (cifar10_to_npz.py output); "
+                   "default keras.datasets (download)")
+    p.add_argument("--labels", type=int, default=20)
+    p.add_argument("--unlabeled", type=int, default=20000, help="CIFAR-10 unlabeled images")
+    p.add_argument("--methods", default="supervised,fixmatch,mean_teacher,oracle")
+    p.add_argument("--equal-time", metavar="METHOD",
+                   help="also run supervised for the same wall time as METHOD")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=10, help="epochs the steps are split into")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--ratio", type=int, default=7)
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--out", default="results/bench")
+    p.add_argument("--verbose", type=int, default=0)
+    args = p.parse_args(argv)
+    cifar = args.dataset == "cifar10"
+    args.optimizer = args.optimizer or ("sgd" if cifar else "adam")
+    args.lr = args.lr or (0.03 if args.optimizer == "sgd" else 3e-3)
+    if args.weight_decay is None:
+        args.weight_decay = 5e-3 if args.optimizer == "sgd" else 0.0
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = args.methods.split(",")
+    results = []
+    print(f"benchmark: {args.dataset}, {args.labels} labels, {args.steps} steps, batch "
+          f"{args.batch_size}, ratio {args.ratio}, {args.optimizer} lr {args.lr} wd "
+          f"{args.weight_decay}, seeds {seeds}", flush=True)
+    for seed in seeds:
+        if cifar:
+            split = datasets.cifar10_split(args.data, args.labels, args.unlabeled,
+                                           validation=False)
+        else:
+            split = datasets.digits_split(args.labels, seed)
+        seed_results = []
+        for method in methods:
+            seed_results.append(run_one(args, split, method, seed, args.steps))
+        if args.equal_time:
+            ref = next(r for r in seed_results if r["method"] == args.equal_time)
+            sup = next(r for r in seed_results if r["method"] == "supervised")
+            steps = int(ref["seconds"] * sup["steps_per_second"])
+            seed_results.append(run_one(args, split, "supervised_equal_time", seed, steps))
+        results += seed_results
+    table = summarize(results)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"{args.dataset}_{args.labels}labels")
+    with open(stem + ".json", "w") as f:
+        json.dump({"args": vars(args), "table": table, "runs": results}, f, indent=2)
+    plot(table, stem + ".png", f"{args.dataset}, {args.labels} labels")
+    print()
+    print(markdown(table))
+    print(f"\nwrote {stem}.json and {stem}.png")
+
+
+if __name__ == "__main__":
+    main()

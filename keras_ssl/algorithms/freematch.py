@@ -1,0 +1,86 @@
+"""FreeMatch's self-adaptive threshold as a FixMatch masking function."""
+
+import keras
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.algorithms.fixmatch import FixMatch
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class FreeMatch(FixMatch):
+    """FixMatch with FreeMatch's self-adaptive, per-class threshold.
+
+    FixMatch's fixed 0.95 threshold discards most unlabeled images early in
+    training, when the model is rarely that confident: at a short (CPU)
+    budget the unlabeled loss stays idle for much of the run. FreeMatch
+    (Wang et al., 2023) replaces it by thresholds that follow the model's own
+    confidence: a global EMA `tau` of the mean top probability on unlabeled
+    images, scaled per class by an EMA `p_c` of the mean class probability
+    (`tau * p_c / max p`). It starts at 1/classes, so pseudo-labels are used
+    from the first steps, and rises as the model grows confident.
+
+    Only the masking differs from `FixMatch` (same views, same loss). The
+    paper's extra fairness loss is not included.
+
+    Example:
+
+    ```python
+    ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.FreeMatch())
+    ```
+
+    Args:
+        momentum: EMA momentum of the confidence estimates. Default 0.999.
+        unlabeled_weight, temperature, weak, strong, flip: as in `FixMatch`.
+    """
+
+    metric_names = ("mask_rate", "threshold")
+
+    def __init__(self, momentum=0.999, unlabeled_weight=1.0, temperature=1.0,
+                 weak=None, strong=None, flip=True):
+        super().__init__(threshold=0.5, unlabeled_weight=unlabeled_weight,
+                         temperature=temperature, weak=weak, strong=strong, flip=flip)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(
+                f"FreeMatch(momentum=...) must be in [0, 1); received {momentum!r}."
+            )
+        self.momentum = float(momentum)
+        self.global_confidence = None
+        self.class_confidence = None
+
+    def build(self, num_classes):
+        if num_classes is None:
+            raise ValueError(
+                "FreeMatch needs the number of classes: build the wrapped model "
+                "(e.g. give it a keras.Input) before wrapping it."
+            )
+        self.global_confidence = keras.Variable(
+            1.0 / num_classes, dtype="float32", trainable=False,
+            name="freematch_global_confidence", aggregation="mean",
+        )
+        self.class_confidence = keras.Variable(
+            ops.ones((num_classes,)) / num_classes, dtype="float32", trainable=False,
+            name="freematch_class_confidence", aggregation="mean",
+        )
+        return [self.global_confidence, self.class_confidence]
+
+    def mask(self, probs, confidence, labels):
+        tau, p = losses.update_confidence_estimates(
+            self.global_confidence.value, self.class_confidence.value, probs, self.momentum
+        )
+        self.global_confidence.assign(tau)
+        self.class_confidence.assign(p)
+        thresholds = losses.self_adaptive_thresholds(tau, p)
+        per_example = ops.take(thresholds, ops.cast(labels, "int32"))
+        return losses.threshold_mask(confidence, per_example)
+
+    def unlabeled_loss(self, logits, teacher_logits, step):
+        loss, metrics, labels = super().unlabeled_loss(logits, teacher_logits, step)
+        metrics["threshold"] = self.global_confidence.value
+        return loss, metrics, labels
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("threshold")
+        config["momentum"] = self.momentum
+        return config
