@@ -254,7 +254,8 @@ def check_labeled_arrays(x, y, batch_size):
         if len(y) != len(x):
             raise InputError(
                 f"x and y must have the same number of examples; received "
-                f"{len(x)} images and {len(y)} labels."
+                f"{len(x)} images and {len(y)} labels. Pass one label per labeled "
+                "image, in the same order."
             )
         if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
             raise InputError(
@@ -290,7 +291,9 @@ def check_unlabeled_spec(spec, image_rank):
     ):
         raise InputError(
             f"unlabeled must yield images of rank {image_rank - 1} (or batches of "
-            f"rank {image_rank}); received element spec {spec}."
+            f"rank {image_rank}), like the labeled images; received element spec "
+            f"{spec}. Reshape them to (height, width, channels), e.g. "
+            "dataset.map(lambda x: tf.reshape(x, (8, 8, 1)))."
         )
 
 
