@@ -1,8 +1,9 @@
 """keras-ssl: semi-supervised learning for Keras 3 inside `model.fit`."""
 
-from keras_ssl import augment, losses
+from keras_ssl import augment, callbacks, losses
 from keras_ssl.algorithms import Algorithm, FixMatch, MeanTeacher
 from keras_ssl.model import SemiSupervisedModel
+from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
 from keras_ssl.validation import InputError
 
 __version__ = "0.1.0"
@@ -13,6 +14,9 @@ __all__ = [
     "InputError",
     "MeanTeacher",
     "SemiSupervisedModel",
+    "TwoPhaseReport",
     "augment",
+    "callbacks",
+    "fit_two_phase",
     "losses",
 ]

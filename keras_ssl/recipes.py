@@ -1,0 +1,258 @@
+"""`fit_two_phase`: supervised until a plateau, then SSL until a plateau, in one call."""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from keras_ssl import callbacks as ssl_callbacks
+from keras_ssl.model import SemiSupervisedModel
+
+
+@dataclasses.dataclass
+class TwoPhaseReport:
+    """What `fit_two_phase` did: history, phase boundaries, final metrics, time.
+
+    Attributes:
+        model: the trained `SemiSupervisedModel` (its `.model` is the
+            classifier, trained in place).
+        history: dict of per-epoch lists, as `History.history`, with a
+            `phase` entry (1 supervised, 2 semi-supervised).
+        phases: the phase of each epoch.
+        switch_epoch: last epoch (0-based) of phase 1, or None if phase 2
+            never began.
+        switch_step: optimizer steps done when phase 2 began, or None.
+        stopped_epoch: epoch at which phase 2's plateau stopped training, or
+            None if `epochs` ran out first.
+        best_epoch, best_value, best_phase: the best monitored value of the
+            run, whose weights the model holds at the end.
+        epochs_run: epochs trained. steps_run: optimizer steps at the end.
+        final_metrics: `evaluate` results after training, BatchNorm
+            statistics recomputed: `val_*` on the validation data and
+            `test_*` on `test_data` if given.
+        wall_time_s: seconds spent in `fit` and the final evaluation.
+        monitor: the monitored quantity.
+    """
+
+    model: object
+    history: dict
+    phases: list
+    switch_epoch: object
+    switch_step: object
+    stopped_epoch: object
+    best_epoch: object
+    best_value: object
+    best_phase: object
+    epochs_run: int
+    steps_run: object
+    final_metrics: dict
+    wall_time_s: float
+    monitor: str
+
+    @property
+    def boundaries(self):
+        """Each phase's first and last epoch (0-based) and step range."""
+        result = []
+        for phase in (1, 2):
+            epochs = [e for e, p in enumerate(self.phases) if p == phase]
+            if not epochs:
+                continue
+            if phase == 1:
+                steps = (0, self.switch_step if self.switch_step is not None else self.steps_run)
+            else:
+                steps = (self.switch_step or 0, self.steps_run)
+            result.append({"phase": phase, "first_epoch": epochs[0],
+                           "last_epoch": epochs[-1], "steps": steps})
+        return result
+
+    def plot(self, path):
+        """Write loss and accuracy curves with the phase boundary to a PNG."""
+        from keras_ssl import plots
+
+        return plots.plot_two_phase(self, path)
+
+    def summary(self):
+        """A few lines for a log or a notebook."""
+        lines = [(f"two-phase run: {self.epochs_run} epochs, {self.steps_run} steps, "
+                  f"{self.wall_time_s:.1f} s")]
+        for b in self.boundaries:
+            name = "supervised" if b["phase"] == 1 else "semi-supervised"
+            lines.append(f"  phase {b['phase']} ({name}): epochs {b['first_epoch'] + 1}-"
+                         f"{b['last_epoch'] + 1}, steps {b['steps'][0]}-{b['steps'][1]}")
+        if self.best_epoch is not None:
+            lines.append(f"  best {self.monitor} {self.best_value:.4f} at epoch "
+                         f"{self.best_epoch + 1} (phase {self.best_phase})")
+        if self.final_metrics:
+            lines.append("  final: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in sorted(self.final_metrics.items())))
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
+                  unlabeled_ratio=None, epochs=100, steps_per_epoch=None, batch_size=32,
+                  monitor="val_loss", patience=3, phase2_patience=None, min_delta=0.0,
+                  optimizer="adam", loss=None, metrics=("accuracy",), ema_decay=None,
+                  batchnorm_warmup=True, batchnorm_steps=20, test_data=None,
+                  callbacks=None, verbose=1):
+    """Train supervised until a plateau, then semi-supervised, in one call.
+
+    The tutorial's flow without assembling the pieces: wrap the classifier
+    in a `SemiSupervisedModel`, train phase 1 with the unlabeled loss off
+    until `monitor` stops improving (`PlateauPhaseSwitch`), restore its best
+    weights, turn the unlabeled loss on and train phase 2 until it stops
+    improving, then restore the best weights of the run. BatchNorm statistics
+    are recomputed exactly (`BatchNormWarmup`) when training begins, at the
+    switch and before every validation, and once more before the final
+    evaluation; with `ema_decay`, validation and the final model use the EMA
+    teacher's weights (`EMATeacher`).
+
+    Example:
+
+    ```python
+    report = keras_ssl.fit_two_phase(
+        classifier, x_labeled, y_labeled, unlabeled=x_unlabeled,
+        validation_data=(x_val, y_val), algorithm=keras_ssl.FixMatch(),
+        unlabeled_ratio=3, steps_per_epoch=50, test_data=(x_test, y_test))
+    print(report.summary())
+    report.plot("two_phase.png")
+    report.final_metrics["test_accuracy"], report.switch_epoch
+    ```
+
+    Args:
+        model: a Keras classifier (wrapped for you) or a
+            `keras_ssl.SemiSupervisedModel` (used as it is; then leave
+            `algorithm` and `unlabeled_ratio` unset).
+        x, y: the labeled data, as `SemiSupervisedModel.fit` takes them.
+        unlabeled: the unlabeled images (numpy array, `tf.data.Dataset` or
+            `PyDataset`).
+        validation_data: `(x_val, y_val)`; plateaus are detected on it.
+        algorithm: a `keras_ssl.Algorithm`; None for `keras_ssl.FixMatch()`.
+        unlabeled_ratio: unlabeled images per labeled image in a batch;
+            None for the model's default.
+        epochs: upper bound on epochs of both phases together. Default 100;
+            the plateaus normally end training earlier.
+        steps_per_epoch: steps per epoch. With a small labeled set, set it
+            (e.g. 50): one pass over 50 labels is two steps, too short to
+            judge a plateau.
+        batch_size: labeled batch size. Default 32.
+        monitor, patience, phase2_patience, min_delta: as in
+            `PlateauPhaseSwitch`. Defaults `"val_loss"`, 3, None, 0.
+        optimizer, loss, metrics: passed to `compile` when the model is not
+            compiled yet. Defaults `"adam"`, the model's default loss,
+            `("accuracy",)`.
+        ema_decay: None (default) or a decay such as 0.99: validate with, and
+            finish on, an EMA teacher of the weights.
+        batchnorm_warmup: recompute BatchNorm statistics (default True).
+        batchnorm_steps: batches per recomputation. Default 20.
+        test_data: optional `(x_test, y_test)` evaluated once at the end.
+        callbacks: more Keras callbacks (e.g. `CSVLogger`, `BackupAndRestore`).
+        verbose: passed to `fit` and the phase messages. Default 1.
+
+    Returns:
+        A `TwoPhaseReport`.
+    """
+    if validation_data is None and str(monitor).startswith("val_"):
+        raise ValueError(
+            f"fit_two_phase(validation_data=...) is needed to monitor {monitor!r}; "
+            "received None. Pass validation_data=(x_val, y_val), or monitor a "
+            "training metric such as monitor='loss'."
+        )
+    if isinstance(model, SemiSupervisedModel):
+        if algorithm is not None or unlabeled_ratio is not None:
+            raise ValueError(
+                "fit_two_phase(model=...) received a SemiSupervisedModel, which has "
+                "its own algorithm and unlabeled_ratio; received also "
+                f"algorithm={algorithm!r}, unlabeled_ratio={unlabeled_ratio!r}. "
+                "Pass a plain classifier, or leave those two unset."
+            )
+        ssl = model
+    elif isinstance(model, keras.Model):
+        kwargs = {} if unlabeled_ratio is None else {"unlabeled_ratio": unlabeled_ratio}
+        ssl = SemiSupervisedModel(model, algorithm, **kwargs)
+    else:
+        raise TypeError(
+            "fit_two_phase(model=...) must be a keras.Model or a "
+            f"keras_ssl.SemiSupervisedModel; received {type(model).__name__}."
+        )
+    if not ssl.compiled:
+        ssl.compile(optimizer=optimizer, loss=loss,
+                    metrics=list(metrics) if metrics else None)
+
+    switch = ssl_callbacks.PlateauPhaseSwitch(
+        monitor=monitor, patience=patience, phase2_patience=phase2_patience,
+        min_delta=min_delta, restore_best_weights=True, verbose=1 if verbose else 0,
+    )
+    chain = []
+    ema = None
+    if ema_decay is not None:
+        ema = ssl_callbacks.EMATeacher(decay=ema_decay, keep_ema_weights=True)
+        chain.append(ema)
+    chain.append(switch)
+    warm = None
+    if batchnorm_warmup:
+        warm = ssl_callbacks.BatchNormWarmup(
+            _warmup_images(x, unlabeled), steps=batchnorm_steps, batch_size=batch_size,
+            before_validation=True,
+        )
+        chain.append(warm)
+    chain += list(callbacks or [])
+
+    start = time.perf_counter()
+    history = ssl.fit(
+        x, y, unlabeled=unlabeled, batch_size=batch_size, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+        callbacks=chain, verbose=verbose,
+    )
+    if warm is not None:
+        # The restored best weights (EMA ones with ema_decay) get exact
+        # statistics of their own.
+        warm.recompute("final")
+    final = {}
+    if validation_data is not None:
+        final.update(_evaluate(ssl, validation_data, batch_size, "val_"))
+    if test_data is not None:
+        final.update(_evaluate(ssl, test_data, batch_size, "test_"))
+    wall = time.perf_counter() - start
+
+    logs = {k: list(v) for k, v in history.history.items()}
+    phases = [int(p) for p in logs.get("phase", [])]
+    steps = None
+    try:
+        steps = int(keras.ops.convert_to_numpy(ssl.optimizer.iterations))
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return TwoPhaseReport(
+        model=ssl, history=logs, phases=phases, switch_epoch=switch.switch_epoch,
+        switch_step=switch.switch_step, stopped_epoch=switch.stopped_epoch,
+        best_epoch=switch.best_epoch, best_value=_as_float(switch.best),
+        best_phase=switch.best_phase, epochs_run=len(phases), steps_run=steps,
+        final_metrics=final, wall_time_s=wall, monitor=monitor,
+    )
+
+
+def _warmup_images(x, unlabeled):
+    """Images for BatchNorm warm-up: the unlabeled ones when they are an array."""
+    if isinstance(unlabeled, np.ndarray):
+        if isinstance(x, np.ndarray):
+            return np.concatenate([x.astype(unlabeled.dtype), unlabeled])
+        return unlabeled
+    return x if isinstance(x, np.ndarray) else unlabeled
+
+
+def _evaluate(model, data, batch_size, prefix):
+    if isinstance(data, (tuple, list)):
+        results = model.evaluate(*data, batch_size=batch_size, verbose=0, return_dict=True)
+    else:
+        results = model.evaluate(data, verbose=0, return_dict=True)
+    return {prefix + k: float(v) for k, v in results.items()}
+
+
+def _as_float(value):
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
