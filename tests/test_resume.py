@@ -113,7 +113,10 @@ def child(mode, folder):
                 save("resumed", values)
 
     probe = KillMe() if mode == "first" else Resumed()
-    chain = [backup, switch, ema, probe] if mode == "first" else [probe, switch, backup, ema]
+    # First run in the documented order (the switch before BackupAndRestore, so
+    # that a switch is in the same epoch's checkpoint); the resumed run in
+    # another order: reading the phase back does not depend on it.
+    chain = [switch, backup, ema, probe] if mode == "first" else [probe, ema, backup, switch]
     history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=EPOCHS, steps_per_epoch=STEPS,
                       validation_data=(x, y), callbacks=chain, verbose=2)
     with open(os.path.join(folder, "done.json"), "w") as f:

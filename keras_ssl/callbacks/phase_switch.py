@@ -28,13 +28,19 @@ class PlateauPhaseSwitch(MonitorCallback):
     is the supervised model, and the log says so.
 
     Each phase change is printed (`verbose=1`) and every epoch's logs get a
-    `phase` entry (1 or 2), so `History` and `CSVLogger` record it (put this
-    callback before `CSVLogger` in the list). The phase lives in the model's
-    `unlabeled_loss_scale` variable, which is saved in checkpoints: a run
-    resumed by `BackupAndRestore` continues in the phase it was in. The
-    plateau counters (best value, epochs without improvement, best weights)
-    are not in the checkpoint; after a resume they start again from the
-    restored weights.
+    `phase` entry (1 or 2), so `History` and `CSVLogger` record it. The phase
+    lives in the model's `unlabeled_loss_scale` variable, which is saved in
+    checkpoints: a run resumed by `BackupAndRestore` continues in the phase
+    it was in (the phase is read back when the first epoch begins, after
+    every callback's `on_train_begin`, so their order does not matter
+    there). The plateau counters (best value, epochs without improvement,
+    best weights) are not in the checkpoint; after a resume they start
+    again from the restored weights.
+
+    Callbacks that act at the end of an epoch run in list order: put this
+    one before `BackupAndRestore`, `ModelCheckpoint` and `CSVLogger`, so that
+    the epoch that decides a switch is saved with the switch (the new phase
+    and the restored best weights) and logged with its `phase`.
 
     Each `fit` with this callback starts in phase 1 (the scale is set to 0
     when the callback is attached), unless `BackupAndRestore` restores a
