@@ -372,8 +372,8 @@ def check_unlabeled(unlabeled, x_sample, value_range, labels=None,
         if batch is None or len(batch) == 0:
             raise _empty_unlabeled()
         _check_unlabeled_batch(batch, x_sample, value_range, "unlabeled (first batch)")
+        count = int(unlabeled.cardinality())
         if labels is not None:
-            count = int(unlabeled.cardinality())
             batched = len(spec.shape) == x_sample.ndim
             known = count >= 0 and not batched
             if count == tf.data.INFINITE_CARDINALITY:
