@@ -1,7 +1,7 @@
 """keras-ssl: semi-supervised learning for Keras 3 inside `model.fit`."""
 
 from keras_ssl import augment, callbacks, losses
-from keras_ssl.algorithms import Algorithm, FixMatch, MeanTeacher
+from keras_ssl.algorithms import Algorithm, FixMatch, FreeMatch, MeanTeacher
 from keras_ssl.model import SemiSupervisedModel
 from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
 from keras_ssl.validation import InputError
@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm",
     "FixMatch",
+    "FreeMatch",
     "InputError",
     "MeanTeacher",
     "SemiSupervisedModel",

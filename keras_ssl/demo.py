@@ -59,7 +59,8 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
                  threshold=0.95, verbose=0, data=None):
     """Train one method on digits and return `{"accuracy", "seconds", ...}`.
 
-    `method` is "supervised", "fixmatch" or "mean_teacher". All methods share
+    `method` is "supervised", "fixmatch", "freematch" or "mean_teacher". All
+    methods share
     the model, optimizer, labeled augmentation (translation, no flip) and
     number of steps.
     """
@@ -70,7 +71,9 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
         labels_per_class, seed
     )
     if method == "mean_teacher":
-        algorithm = keras_ssl.MeanTeacher(flip=False)
+        algorithm = keras_ssl.MeanTeacher(rampup_steps=int(0.3 * steps), flip=False)
+    elif method == "freematch":
+        algorithm = keras_ssl.FreeMatch(flip=False)
     else:
         algorithm = keras_ssl.FixMatch(threshold=threshold, flip=False)
     model = keras_ssl.SemiSupervisedModel(small_cnn(), algorithm, unlabeled_ratio=7)

@@ -8,6 +8,7 @@ loss, plus the EMA-teacher update). Gradients, optimizers, loss scaling and
 distribution stay Keras's own.
 """
 
+import contextlib
 import warnings
 
 import keras
@@ -89,10 +90,17 @@ class SemiSupervisedModel(keras.Model):
         ema_teacher: None, or a dict `{"decay": 0.999, "warmup": True}` to keep
             an EMA teacher of the weights even when the algorithm needs none
             (`keras_ssl.callbacks.EMATeacher` sets this for you).
+        augment_on_device: False (default) makes the views in the `tf.data`
+            pipeline, on the CPU. True makes them inside the training step,
+            on the accelerator (JAX, PyTorch, TensorFlow without XLA): the
+            source then carries raw batches, and the view layers become
+            tracked model state. This is also the path without TensorFlow
+            installed (numpy arrays only). See docs/scale.md.
     """
 
     def __init__(self, model, algorithm=None, unlabeled_ratio=7, value_range=None,
-                 outputs="auto", augment_labeled=True, ema_teacher=None, **kwargs):
+                 outputs="auto", augment_labeled=True, ema_teacher=None,
+                 augment_on_device=False, **kwargs):
         super().__init__(**kwargs)
         validation.check_wrapped_model(model)
         validation.check_unlabeled_ratio(unlabeled_ratio)
@@ -144,22 +152,50 @@ class SemiSupervisedModel(keras.Model):
             self._ssl_trackers.table[name] = tracker
         self._reported = set(SSL_METRICS)
         self._augmentations = _Untracked(views=None, labeled_view=None)
+        if not isinstance(augment_on_device, bool):
+            raise TypeError(
+                "SemiSupervisedModel(augment_on_device=...) must be True or False; "
+                f"received {augment_on_device!r}."
+            )
+        # True: the views are made inside the training step (on the
+        # accelerator) by layers the model tracks, so that their random seed
+        # state is model state (updated every step, also under jax.jit).
+        self.augment_on_device = augment_on_device
+        self._jit_requested = "auto"
 
     # ------------------------------------------------------------------ build
 
     def build(self, input_shape=None):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape[LABELED]
         if not self.model.built:
             if input_shape is None:
                 raise ValueError(
                     "Build the wrapped model first, e.g. by calling it on a batch "
                     "or by giving its first layer an input shape."
                 )
-            if isinstance(input_shape, dict):
-                input_shape = input_shape[LABELED]
             self.model.build(input_shape)
         self._build_teacher()
-        self.algorithm.build(self)
+        self._build_algorithm_state(input_shape)
         self.built = True
+
+    def _build_algorithm_state(self, input_shape=None):
+        """Let the algorithm create its variables; the model tracks them."""
+        if getattr(self, "algorithm_variables", None):
+            return
+        if getattr(self.model, "inputs", None):
+            input_shape = self.model.inputs[0].shape
+        num_classes = None
+        if input_shape is not None:
+            spec = self.model.compute_output_spec(
+                keras.KerasTensor((1,) + tuple(input_shape[1:]))
+            )
+            num_classes = int(spec.shape[-1])
+        variables = list(self.algorithm.build(num_classes) or [])
+        if variables:
+            self._tracker.unlock()
+            self.algorithm_variables = variables
+            self._tracker.lock()
 
     def _build_teacher(self):
         if self.ema_teacher is None or self.teacher_weights:
@@ -189,6 +225,8 @@ class SemiSupervisedModel(keras.Model):
     def call(self, inputs, training=False):
         if not isinstance(inputs, dict):
             return self.model(inputs, training=training)
+        if training and self.augment_on_device:
+            inputs = self._augment_in_step(inputs, self.algorithm.views, labeled=True)
         names = [LABELED] + [v for v in self.algorithm.views if v in inputs]
         if len(names) == 1:
             return {LABELED: self.model(inputs[LABELED], training=training)}
@@ -207,7 +245,30 @@ class SemiSupervisedModel(keras.Model):
             return outputs
         return ops.log(ops.clip(outputs, 1e-7, 1.0))
 
-    def _teacher_logits(self, x):
+    def _augment_in_step(self, inputs, names, labeled=False):
+        """`inputs` plus the named views of its raw unlabeled batch, made here.
+
+        Only with `augment_on_device=True`, where the source yields
+        `{"labeled": x, "unlabeled": u}`. Every call draws new randomness: the
+        views' seed state is model state.
+        """
+        views, labeled_view = self._augmentations.views, self._augmentations.labeled_view
+        if views is None:
+            return inputs
+        result = dict(inputs)
+        if labeled and labeled_view is not None:
+            result[LABELED] = labeled_view(ops.cast(inputs[LABELED], "float32"),
+                                           training=True)
+        if data.UNLABELED in inputs:
+            images = ops.cast(inputs[data.UNLABELED], "float32")
+            for name in names:
+                if name not in result:
+                    result[name] = views[name](images, training=True)
+        return result
+
+    def _teacher_logits(self, x, training=True):
+        if training and self.augment_on_device and isinstance(x, dict):
+            x = self._augment_in_step(x, self.algorithm.teacher_views)
         views = [v for v in self.algorithm.teacher_views if v in x]
         if not views:
             return {}
@@ -243,7 +304,11 @@ class SemiSupervisedModel(keras.Model):
             unsup_loss, metrics, pseudo = self.algorithm.unlabeled_loss(
                 logits, teacher_logits, step
             )
-            loss = loss + self.unlabeled_loss_scale * ops.cast(unsup_loss, loss.dtype)
+            # Like the compiled loss, the unlabeled loss is this replica's
+            # share under tf.distribute: the replicas' gradients are summed.
+            loss = loss + self.unlabeled_loss_scale * ops.cast(
+                _replica_share(unsup_loss), loss.dtype
+            )
             if training:
                 self._track("unsup_loss", unsup_loss)
                 for name, value in metrics.items():
@@ -255,7 +320,9 @@ class SemiSupervisedModel(keras.Model):
                     )
                     self._track("pseudo_label_accuracy", ops.cast(correct, "float32"))
         if training:
-            self._track("sup_loss", sup_loss)
+            # Keras scales the compiled loss by 1 / replicas under
+            # tf.distribute; report the per-replica mean, as its "loss" does.
+            self._track("sup_loss", _replica_total(sup_loss))
             self._update_teacher(step)
             self.ssl_step.assign(step + 1)
         return loss
@@ -294,7 +361,22 @@ class SemiSupervisedModel(keras.Model):
         """
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=self.from_logits)
+        self._jit_requested = kwargs.get("jit_compile", "auto")
+        if self._jit_requested is True:
+            self._check_jit_with_device_views()
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def _check_jit_with_device_views(self):
+        if self.augment_on_device and keras.backend.backend() == "tensorflow":
+            raise ValueError(
+                "SemiSupervisedModel(augment_on_device=True) cannot run with "
+                "compile(jit_compile=True) on TensorFlow: Keras's RandAugment, "
+                "RandomTranslation and RandomCrop do not compile with XLA. Either "
+                "keep the augmentation in the tf.data pipeline "
+                "(augment_on_device=False, the default) with jit_compile=True, or "
+                "use augment_on_device=True with jit_compile=False (or 'auto'). "
+                "Under JAX both work together."
+            )
 
     # ----------------------------------------------------------------- fit
 
@@ -330,11 +412,15 @@ class SemiSupervisedModel(keras.Model):
             (x, y, sample_weight), validation_data = _split_for_validation(
                 x, y, sample_weight, validation_split
             )
-        dataset = self.make_train_dataset(
-            x, y, sample_weight=sample_weight, batch_size=batch_size,
-            unlabeled=unlabeled, unlabeled_labels=unlabeled_labels,
-            shuffle=shuffle, class_weight=class_weight, steps_per_epoch=steps_per_epoch,
-        )
+        with _distribution_scope(self):
+            # Under tf.distribute, state built here (the wrapped model, the
+            # teacher, on-device view layers) must be mirrored variables.
+            dataset = self.make_train_dataset(
+                x, y, sample_weight=sample_weight, batch_size=batch_size,
+                unlabeled=unlabeled, unlabeled_labels=unlabeled_labels,
+                shuffle=shuffle, class_weight=class_weight,
+                steps_per_epoch=steps_per_epoch,
+            )
         return super().fit(
             dataset, epochs=epochs, verbose=verbose, callbacks=callbacks,
             validation_data=validation_data, initial_epoch=initial_epoch, shuffle=False,
@@ -359,14 +445,22 @@ class SemiSupervisedModel(keras.Model):
                 "fit() received a zipped (labeled, unlabeled) dataset as `x` and "
                 "also `unlabeled=`. Pass the unlabeled images one way only."
             )
+        # Without TensorFlow, numpy arrays feed the step through a PyDataset.
+        array_feed = not zipped and not data.tensorflow_available()
         if zipped:
             labeled = x.map(lambda lab, unl: lab)
         else:
             validation.check_labeled_arrays(x, y, batch_size)
-            labeled = data.labeled_dataset(
-                x, y, sample_weight, batch_size, shuffle, class_weight, steps_per_epoch
-            )
-        first = next(iter(labeled.take(1)))
+        if array_feed:
+            self._check_array_feed(x, y, unlabeled, class_weight)
+            first = (np.asarray(x)[:batch_size], np.asarray(y)[:batch_size])
+        else:
+            if not zipped:
+                labeled = data.labeled_dataset(
+                    x, y, sample_weight, batch_size, shuffle, class_weight,
+                    steps_per_epoch,
+                )
+            first = next(iter(labeled.take(1)))
         x_sample, rest = data._split(first)
         x_sample = np.asarray(x_sample)
         y_sample = np.asarray(rest[0]) if rest else None
@@ -377,11 +471,13 @@ class SemiSupervisedModel(keras.Model):
         self._ensure_built(x_sample)
         validation.check_outputs(self, x_sample, y_sample, labels=None if zipped else y)
 
-        views = self.algorithm.build_views(self.value_range)
-        needed = tuple(self.algorithm.views) + tuple(self.algorithm.teacher_views)
-        views = {name: views[name] for name in needed}
-        labeled_view = views[needed[0]] if (self.augment_labeled and needed) else None
-        self._augmentations = _Untracked(views=views, labeled_view=labeled_view)
+        if self.augment_on_device:
+            # Made once: the tracked layers (and their seed state) stay.
+            self._build_device_views(x_sample)
+        else:
+            self._augmentations = self._make_views()
+        views = self._augmentations.views
+        labeled_view = self._augmentations.labeled_view
 
         if zipped:
             validation.check_zipped_unlabeled(x, x_sample, self.value_range)
@@ -392,10 +488,21 @@ class SemiSupervisedModel(keras.Model):
                 unlabeled, x_sample, self.value_range, labels=unlabeled_labels,
                 unlabeled_batch=u_batch,
             )
-            stream = data.unlabeled_dataset(
-                unlabeled, u_batch, x_sample.ndim, labels=unlabeled_labels
+            if array_feed:
+                source = data.ArraySource(
+                    x, y, sample_weight, batch_size, unlabeled, u_batch,
+                    unlabeled_labels, shuffle, steps_per_epoch,
+                )
+            else:
+                stream = data.unlabeled_dataset(
+                    unlabeled, u_batch, x_sample.ndim, labels=unlabeled_labels
+                )
+                source = keras_zip(labeled, stream)
+        elif array_feed:
+            source = data.ArraySource(
+                x, y, sample_weight, batch_size, shuffle=shuffle,
+                steps_per_epoch=steps_per_epoch,
             )
-            source = keras_zip(labeled, stream)
         else:
             source = labeled
         has_unlabeled = zipped or unlabeled is not None
@@ -404,7 +511,68 @@ class SemiSupervisedModel(keras.Model):
             self._reported |= set(self.algorithm.metric_names)
             if unlabeled_labels is not None:
                 self._reported.add("pseudo_label_accuracy")
-        return data.attach_views(source, views, labeled_view, zipped=has_unlabeled)
+        if array_feed:
+            return source
+        return data.attach_views(source, views, labeled_view, zipped=has_unlabeled,
+                                 on_device=self.augment_on_device)
+
+    def _make_views(self):
+        views = self.algorithm.build_views(self.value_range)
+        needed = tuple(self.algorithm.views) + tuple(self.algorithm.teacher_views)
+        views = {name: views[name] for name in needed}
+        labeled_view = views[needed[0]] if (self.augment_labeled and needed) else None
+        return _Untracked(views=views, labeled_view=labeled_view)
+
+    def _build_device_views(self, x_sample=None):
+        """Make the views once and track their layers as model state.
+
+        Under `jax.jit` a layer's random seed is only updated between steps
+        if its `SeedGenerator` state is one of the model's non-trainable
+        variables; otherwise every step would draw the same augmentation.
+        """
+        if self._augmentations.views is not None:
+            return
+        self._augmentations = self._make_views()
+        layers = []
+        for view in self._augmentations.views.values():
+            if isinstance(view, keras.layers.Layer) and all(v is not view for v in layers):
+                layers.append(view)
+        for layer in layers:
+            if keras.backend.backend() == "jax":
+                # Keras marks RandomTranslation & co. as not XLA-safe (true
+                # for TensorFlow); under JAX they run inside jax.jit, and
+                # leaving the flag would silently turn the step's jit off.
+                for sublayer in layer._flatten_layers():
+                    sublayer.supports_jit = True
+            if x_sample is not None and not layer.built:
+                layer(ops.cast(np.asarray(x_sample)[:1], "float32"), training=True)
+        self._tracker.unlock()
+        self.view_layers = layers
+        self._tracker.lock()
+        if self.compiled and self._jit_requested == "auto" and self.jit_compile:
+            if keras.backend.backend() == "tensorflow":
+                self.jit_compile = False  # XLA cannot compile the views
+                self.train_function = None
+
+    def _check_array_feed(self, x, y, unlabeled, class_weight):
+        if not self.augment_on_device:
+            raise validation.InputError(
+                "TensorFlow is not installed, so keras-ssl cannot build its tf.data "
+                "pipeline. Pass SemiSupervisedModel(..., augment_on_device=True) to "
+                "feed numpy arrays and make the views in the training step, or "
+                "install tensorflow."
+            )
+        for name, value in (("x", x), ("y", y), ("unlabeled", unlabeled)):
+            if value is not None and not isinstance(value, np.ndarray):
+                raise validation.InputError(
+                    f"Without TensorFlow, fit({name}=...) must be a numpy array; "
+                    f"received {type(value).__name__}."
+                )
+        if class_weight is not None:
+            raise validation.InputError(
+                "Without TensorFlow, fit(class_weight=...) is not supported; pass "
+                "sample_weight= instead."
+            )
 
     def _ensure_built(self, x_sample):
         if not self.model.built:
@@ -482,6 +650,7 @@ class SemiSupervisedModel(keras.Model):
             "outputs": self.outputs,
             "augment_labeled": self.augment_labeled,
             "ema_teacher": self.ema_teacher,
+            "augment_on_device": self.augment_on_device,
         }
 
     @classmethod
@@ -503,6 +672,31 @@ class SemiSupervisedModel(keras.Model):
     def build_from_config(self, config):
         shape = config.get("input_shape")
         self.build(shape)
+        if self.augment_on_device and self.value_range is not None:
+            self._build_device_views()  # their seed state is saved with the model
+
+
+def _replica_share(value):
+    """`value / replicas` under tf.distribute (as Keras scales its losses), else `value`."""
+    from keras.src.losses.loss import scale_loss_for_distribution
+
+    return scale_loss_for_distribution(value)
+
+
+def _replica_total(value):
+    """Undo `_replica_share`: the per-replica mean of a Keras-scaled loss."""
+    from keras.src.losses.loss import unscale_loss_for_distribution
+
+    return unscale_loss_for_distribution(value)
+
+
+def _distribution_scope(model):
+    """The model's tf.distribute scope on TensorFlow (variables made in it
+    are mirrored), else a no-op: JAX's keras.distribution needs none."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if keras.backend.backend() != "tensorflow" or strategy is None:
+        return contextlib.nullcontext()
+    return strategy.scope()
 
 
 def keras_zip(labeled, unlabeled):
