@@ -164,6 +164,9 @@ CASES = [
          r"unlabeled has 5 images but each step takes 16 \(unlabeled_ratio \* "
          r"batch_size\)",
          lambda: _fit(unlabeled=U[:5])),
+    Case("unlabeled_dataset_smaller_than_batch", UserWarning,
+         r"unlabeled has 5 images but each step takes 16",
+         lambda: _fit(unlabeled=_dataset(U[:5]))),
     Case("unlabeled_labels_length_mismatch", InputError,
          r"fit\(unlabeled_labels=\.\.\.\) has 10 labels but unlabeled has 64 images",
          lambda: _fit(unlabeled_labels=np.zeros(10, "int32"))),
