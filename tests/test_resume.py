@@ -52,9 +52,11 @@ def child(mode, folder):
         L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(3),
     ])
     # FixMatch has no teacher of its own: EMATeacher creates it when attached,
-    # before BackupAndRestore loads the checkpoint.
-    ssl = keras_ssl.SemiSupervisedModel(net, keras_ssl.FixMatch(threshold=0.5, flip=False),
-                                        unlabeled_ratio=1)
+    # before BackupAndRestore loads the checkpoint. A cheap strong view keeps
+    # the two processes short (RandAugment's tf.data graph is slow to build).
+    strong = L.RandomTranslation(0.25, 0.25, fill_mode="reflect")
+    algorithm = keras_ssl.FixMatch(threshold=0.5, flip=False, strong=strong)
+    ssl = keras_ssl.SemiSupervisedModel(net, algorithm, unlabeled_ratio=1)
     ssl.compile(optimizer="adam", metrics=["accuracy"])
     # An unreachable min_delta: phase 1 is epochs 0-1, phase 2 from epoch 2 on.
     switch = PlateauPhaseSwitch(monitor="val_loss", patience=0, min_delta=1e9,

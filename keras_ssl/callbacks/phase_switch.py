@@ -214,10 +214,10 @@ class PlateauPhaseSwitch(MonitorCallback):
         self.phase_start_epoch = epoch + 1
         self.switch_epoch = epoch
         self.switch_step = _state.optimizer_steps(self.model)
-        self.wait = 0
+        waited, self.wait = self.wait, 0
         self._say(
             f"Epoch {epoch + 1}: PlateauPhaseSwitch: {self.monitor} has not improved "
-            f"for {self.patience} epochs (best {self.best:.4f} at epoch "
+            f"for {waited} epoch(s) (best {self.best:.4f} at epoch "
             f"{self.best_epoch + 1 if self.best_epoch is not None else '-'})"
             + ("; best weights restored" if restored else "")
             + "; phase 2: unlabeled loss on."
@@ -234,7 +234,7 @@ class PlateauPhaseSwitch(MonitorCallback):
             note = " Phase 2 never beat phase 1: the supervised weights are kept."
         self._say(
             f"Epoch {epoch + 1}: PlateauPhaseSwitch: {self.monitor} has not improved "
-            f"for {self.phase2_patience} epochs in phase 2; stopping ({best})"
+            f"for {self.wait} epoch(s) in phase 2; stopping ({best})"
             + ("; best weights restored." if restored else ".") + note
         )
 
