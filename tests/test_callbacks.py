@@ -79,6 +79,12 @@ def tiny_ssl(algorithm=None, ratio=1):
     return ssl
 
 
+def cheap_fixmatch():
+    """FixMatch with a cheap strong view: RandAugment's tf.data graph is slow to build."""
+    strong = L.RandomTranslation(0.25, 0.25, fill_mode="reflect")
+    return keras_ssl.FixMatch(threshold=0.5, flip=False, strong=strong)
+
+
 def tiny_data(n=16, u=32, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 8, 8, 1)).astype("float32")
@@ -342,7 +348,7 @@ def test_ema_teacher_on_a_plain_model_is_the_exact_ema_and_validates_with_it():
 
 def test_ema_teacher_turns_on_the_model_teacher_and_is_checkpointed(tmp_path):
     x, y, u = tiny_data()
-    ssl = tiny_ssl(keras_ssl.FixMatch(threshold=0.5, flip=False))
+    ssl = tiny_ssl(cheap_fixmatch())
     assert ssl.ema_teacher is None
     recorder = WeightRecorder(lambda m: m.model.trainable_variables, when="begin")
     ema = EMATeacher(decay=0.8, keep_ema_weights=False)
@@ -470,7 +476,7 @@ def test_phase_switch_errors_name_the_argument():
 def all_callbacks_scenario(folder):
     keras.utils.set_random_seed(0)
     x, y, u = tiny_data(32, 64)
-    ssl = tiny_ssl(keras_ssl.FixMatch(threshold=0.5, flip=False))
+    ssl = tiny_ssl(cheap_fixmatch())
     csv = os.path.join(folder, "log.csv")
     chain = [
         EMATeacher(decay=0.9),
@@ -492,7 +498,7 @@ def all_callbacks_scenario(folder):
     with open(csv) as f:
         header = f.readline().strip().split(",")
         rows = [line.strip().split(",") for line in f]
-    restored = tiny_ssl(keras_ssl.FixMatch(threshold=0.5, flip=False))
+    restored = tiny_ssl(cheap_fixmatch())
     restored.make_train_dataset(x, y, batch_size=8, unlabeled=u)
     restored.enable_teacher(0.9)
     restored.load_weights(os.path.join(folder, "best.weights.h5"))
