@@ -372,6 +372,20 @@ def test_ema_teacher_turns_on_the_model_teacher_and_is_checkpointed(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_ema_teacher_added_after_a_first_fit_is_updated_by_the_step():
+    x, y, u = tiny_data()
+    ssl = tiny_ssl(cheap_fixmatch())
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0)  # compiled, no teacher
+    ema = EMATeacher(decay=0.5)
+    recorder = WeightRecorder(lambda m: m.model.trainable_variables, when="begin")
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, callbacks=[recorder, ema], verbose=0)
+    start = recorder.seen[0]  # the teacher starts as a copy of these weights
+    want = expected_ema(start, recorder.seen, 0.5, first_step=2)
+    for got, w, s0 in zip(numpy_weights(ssl.teacher_weights), want, start):
+        assert not np.allclose(got, s0)
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-5)
+
+
 def test_ema_teacher_keep_ema_weights_and_swaps_back_after_evaluate():
     x, y, u = tiny_data()
     ssl = tiny_ssl()

@@ -109,8 +109,9 @@ class EMATeacher(keras.callbacks.Callback):
                 stacklevel=3,
             )
         model.enable_teacher(self.decay, self.warmup)
-        if current is not None and getattr(model, "train_function", None) is not None:
-            # The decay is a constant of the compiled step: compile it again.
+        if getattr(model, "train_function", None) is not None:
+            # A step compiled before (without a teacher, or with another decay)
+            # must be compiled again; fit does it after attaching callbacks.
             model.train_function = None
 
     @property
