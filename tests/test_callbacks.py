@@ -588,7 +588,7 @@ def test_digits_batchnorm_warmup_recovers_the_lagging_statistics():
 
 
 @pytest.mark.slow
-def test_digits_plateau_phase_switch_runs_both_phases_and_stops():
+def test_digits_plateau_phase_switch_runs_both_phases_and_stops(capsys):
     xl, yl, xu, _, xt, yt = digits(labels_per_class=5)
     keras.utils.set_random_seed(0)
     ssl = keras_ssl.SemiSupervisedModel(
@@ -599,6 +599,8 @@ def test_digits_plateau_phase_switch_runs_both_phases_and_stops():
     h = ssl.fit(xl, yl, unlabeled=xu, batch_size=32, epochs=60, steps_per_epoch=25,
                 validation_data=(xt, yt), verbose=0,
                 callbacks=[switch, BatchNormWarmup(xu, steps=10, before_validation=True)])
+    printed = capsys.readouterr().out
+    assert "phase 2: unlabeled loss on" in printed and "in phase 2; stopping" in printed
     phases = h.history["phase"]
     print(f"\nphases {phases}; switch after epoch {switch.switch_epoch + 1}, stopped at "
           f"{switch.stopped_epoch + 1}; val_accuracy {h.history['val_accuracy']}")
