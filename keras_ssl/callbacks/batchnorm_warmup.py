@@ -38,10 +38,11 @@ def recompute_batchnorm_statistics(model, data, steps=None, batch_size=32, seed=
     other layer in inference mode (no dropout, no random augmentation). For
     each BatchNorm layer the new moving mean is the average of the per-batch
     means and the new moving variance is the average of the per-batch
-    (biased) variances, each batch weighted by its size: the cumulative
-    average `torch.optim.swa_utils.update_bn` computes. It is not the variance
-    of the whole set, which would add the spread of the batch means; that is
-    the normalization the next layers saw in training. No other weight
+    (biased) variances, each batch weighted by its size (with equal batch
+    sizes, the cumulative average `torch.optim.swa_utils.update_bn`
+    computes). It is not the variance of the whole set, which would add the
+    spread of the batch means: the per-batch variance is the normalization
+    the next layers saw in training. No other weight
     changes: kernels, gamma/beta, optimizer state and the layers' momentum are
     as before. Frozen layers (`trainable=False`) are skipped.
 
