@@ -11,6 +11,10 @@ import keras
 from keras import layers
 
 VALUE_RANGES = {"uint8": (0, 255), "unit": (0, 1), "symmetric": (-1, 1)}
+# Views compute in float32 whatever the global dtype policy: under
+# mixed_float16, Keras's RandomErasing fails in float16 and 0-255 pixels would
+# lose precision. The model casts the views to its own compute dtype.
+DTYPE = "float32"
 
 
 def resolve_value_range(value_range):
@@ -112,10 +116,12 @@ def weak_augmentation(value_range=(0, 255), flip=True, translate=0.125, seed=Non
     del value_range  # Geometric operations do not depend on the range.
     ops = []
     if flip:
-        ops.append(layers.RandomFlip("horizontal", seed=seed))
+        ops.append(layers.RandomFlip("horizontal", seed=seed, dtype=DTYPE))
     if translate:
         ops.append(
-            layers.RandomTranslation(translate, translate, fill_mode="reflect", seed=seed)
+            layers.RandomTranslation(
+                translate, translate, fill_mode="reflect", seed=seed, dtype=DTYPE
+            )
         )
     return layers.Pipeline(ops, name="weak_view")
 
@@ -142,7 +148,8 @@ def strong_augmentation(
     ops = list(weak_augmentation(value_range, flip, translate, seed).layers)
     ops.append(
         PerImageRandAugment(
-            value_range=value_range, num_ops=num_ops, factor=magnitude, seed=seed
+            value_range=value_range, num_ops=num_ops, factor=magnitude, seed=seed,
+            dtype=DTYPE,
         )
     )
     if cutout:
@@ -154,6 +161,7 @@ def strong_augmentation(
                 fill_value=(value_range[0] + value_range[1]) / 2.0,
                 value_range=value_range,
                 seed=seed,
+                dtype=DTYPE,
             )
         )
     return layers.Pipeline(ops, name="strong_view")

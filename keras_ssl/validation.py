@@ -8,6 +8,7 @@ only. The table of cases is in docs/bad_inputs.md and tests/test_bad_input.py.
 
 import math
 import re
+import sys
 import warnings
 
 import numpy as np
@@ -28,9 +29,10 @@ def _is_array(a):
 
 
 def _is_dataset(obj):
-    import tensorflow as tf
-
-    return isinstance(obj, tf.data.Dataset)
+    # Without importing TensorFlow: a tf.data.Dataset implies it is loaded.
+    module = sys.modules.get("tensorflow")
+    data = getattr(module, "data", None)
+    return data is not None and isinstance(obj, data.Dataset)
 
 
 def _is_py_dataset(obj):
@@ -357,9 +359,9 @@ def check_unlabeled(unlabeled, x_sample, value_range, labels=None,
         unlabeled_batch: unlabeled images per step, to warn when the set is
             smaller than one batch.
     """
-    import tensorflow as tf
-
     if _is_dataset(unlabeled):
+        import tensorflow as tf
+
         if unlabeled.cardinality() == 0:
             raise InputError(
                 "unlabeled is an empty dataset. Pass at least one unlabeled image, "
