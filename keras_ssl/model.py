@@ -549,10 +549,15 @@ class SemiSupervisedModel(keras.Model):
         self._tracker.unlock()
         self.view_layers = layers
         self._tracker.lock()
-        if self.compiled and self._jit_requested == "auto" and self.jit_compile:
-            if keras.backend.backend() == "tensorflow":
-                self.jit_compile = False  # XLA cannot compile the views
-                self.train_function = None
+        if (
+            keras.backend.backend() == "tensorflow"
+            and self.compiled
+            and self._jit_requested == "auto"
+            and self.jit_compile
+        ):
+            # "auto" chose XLA (a GPU) before the views joined the step.
+            self.jit_compile = False  # XLA cannot compile them on TensorFlow
+            self.train_function = None
 
     def _check_array_feed(self, x, y, unlabeled, class_weight):
         if not self.augment_on_device:
