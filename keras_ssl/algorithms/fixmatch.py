@@ -1,5 +1,7 @@
 """FixMatch: confident pseudo-labels from a weak view train a strong view."""
 
+import numbers
+
 import keras
 
 from keras_ssl import augment, losses
@@ -20,8 +22,7 @@ class FixMatch(Algorithm):
     ```python
     ssl = keras_ssl.SemiSupervisedModel(
         model, algorithm=keras_ssl.FixMatch(threshold=0.95), unlabeled_ratio=7)
-    ssl.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"])
+    ssl.compile(optimizer="adam", metrics=["accuracy"])  # loss: sparse CE on logits
     ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10)
     ```
 
@@ -42,7 +43,9 @@ class FixMatch(Algorithm):
 
     def __init__(self, threshold=0.95, unlabeled_weight=1.0, temperature=1.0,
                  weak=None, strong=None, flip=True):
-        if not 0.0 < float(threshold) < 1.0:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+            0.0 < float(threshold) < 1.0
+        ):
             raise ValueError(
                 f"FixMatch(threshold=...) must be in (0, 1); received {threshold!r}. "
                 "Typical values are 0.7-0.95."

@@ -21,7 +21,7 @@ class MeanTeacher(Algorithm):
     ```python
     ssl = keras_ssl.SemiSupervisedModel(
         model, algorithm=keras_ssl.MeanTeacher(rampup_steps=300))
-    ssl.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    ssl.compile(optimizer="adam")  # loss: sparse cross-entropy on logits
     ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10)
     ```
 
