@@ -36,7 +36,7 @@ def parse_method(spec):
     return name, options
 
 
-def make_algorithm(name, options, flip):
+def make_algorithm(name, options, flip, steps):
     if name in ("supervised", "oracle", "supervised_equal_time"):
         return keras_ssl.FixMatch(flip=flip)  # only its weak view is used
     if name == "fixmatch":
@@ -44,6 +44,7 @@ def make_algorithm(name, options, flip):
     if name == "freematch":
         return keras_ssl.FreeMatch(flip=flip, **options)
     if name == "mean_teacher":
+        options.setdefault("rampup_steps", int(0.3 * steps))
         return keras_ssl.MeanTeacher(flip=flip, **options)
     raise SystemExit(f"unknown method {name!r}")
 
@@ -75,7 +76,7 @@ def run_one(args, split, method_spec, seed, steps):
         from keras_ssl.demo import small_cnn
 
         net, flip = small_cnn(), False
-    algorithm = make_algorithm(name, options, flip)
+    algorithm = make_algorithm(name, options, flip, steps)
     model = keras_ssl.SemiSupervisedModel(net, algorithm, unlabeled_ratio=args.ratio)
     if args.optimizer == "sgd":
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
