@@ -347,9 +347,11 @@ class SemiSupervisedModel(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if isinstance(y_pred, dict):
-            return super().compute_metrics(x, y, y_pred[LABELED], sample_weight)
+            logs = super().compute_metrics(x, y, y_pred[LABELED], sample_weight)
+            return _for_multi_worker(self, logs)
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        return {k: v for k, v in logs.items() if k not in self._ssl_trackers.table}
+        logs = {k: v for k, v in logs.items() if k not in self._ssl_trackers.table}
+        return _for_multi_worker(self, logs)
 
     # ------------------------------------------------------------- compile
 
@@ -377,6 +379,26 @@ class SemiSupervisedModel(keras.Model):
                 "use augment_on_device=True with jit_compile=False (or 'auto'). "
                 "Under JAX both work together."
             )
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TensorFlow, under a strategy) builds from the first batch
+        # reduced with strategy.reduce("MEAN"), which MultiWorkerMirroredStrategy
+        # cannot do for a nested (dict) batch such as ours. One replica's batch
+        # has all the build needs (its shapes and dtypes).
+        strategy = getattr(self, "_distribute_strategy", None)
+        if keras.backend.backend() == "tensorflow" and strategy and iterator is not None:
+            import tensorflow as tf
+
+            def local(value):
+                if isinstance(value, tf.distribute.DistributedValues):
+                    return strategy.experimental_local_results(value)[0]
+                return value
+
+            for _, _, batches in iterator:
+                data_batch = keras.tree.map_structure(local, next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     # ----------------------------------------------------------------- fit
 
@@ -693,6 +715,31 @@ def _replica_total(value):
     from keras.src.losses.loss import unscale_loss_for_distribution
 
     return unscale_loss_for_distribution(value)
+
+
+def _for_multi_worker(model, logs):
+    """Logs that Keras 3 can reduce under MultiWorkerMirroredStrategy.
+
+    Keras reduces each replica's step logs with
+    `strategy.reduce("MEAN", value, axis=0)` there, which fails on scalars for
+    every model ("Invalid reduction dimension 0 for input with 0 dimensions",
+    tensorflow/tensorflow#72388). As shape-(1,) tensors they reduce to the
+    mean over all replicas of all workers; the epoch logs come from the
+    metrics themselves and are unchanged.
+    """
+    strategy = getattr(model, "_distribute_strategy", None)
+    if keras.backend.backend() != "tensorflow" or strategy is None:
+        return logs
+    import tensorflow as tf
+
+    if not (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    ):
+        return logs
+    return keras.tree.map_structure(
+        lambda v: ops.reshape(v, (1,)) if len(ops.shape(v)) == 0 else v, logs
+    )
 
 
 def _distribution_scope(model):
