@@ -440,3 +440,26 @@ def test_array_source_batches():
     assert first.dtype == np.float32
     seen = {tuple(np.round(img.ravel()[:3], 6)) for img in np.concatenate([first, second])}
     assert seen == {tuple(np.round(img.ravel()[:3], 6)) for img in u}
+
+
+# ------------------------------------------------- two workers on localhost
+
+
+def test_multi_worker_example_runs_two_local_workers():
+    """examples/multi_worker.py --launch 2: two TensorFlow processes, one each."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "multi_worker.py"), "--launch", "2",
+         "--steps", "4", "--global-batch", "8"],
+        check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    reports = [json.loads(line) for line in proc.stdout.splitlines()
+               if line.startswith('{"worker"')]
+    assert sorted(r["worker"] for r in reports) == [0, 1]
+    first, second = reports
+    assert first["replicas_in_sync"] == 2 and first["per_replica_batch"] == 4
+    assert first["ssl_step"] == second["ssl_step"] == 4
+    # The weights and the teacher stay the same on both workers.
+    assert first["teacher_checksum"] == second["teacher_checksum"]
+    assert first["test_accuracy"] == second["test_accuracy"]
