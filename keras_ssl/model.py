@@ -455,6 +455,8 @@ class SemiSupervisedModel(keras.Model):
                            class_weight=None, steps_per_epoch=None):
         """Check the inputs and build the zipped, augmented `tf.data` source.
 
+        With `augment_on_device=True` the source carries raw batches, and
+        without TensorFlow it is a `data.ArraySource` over numpy arrays.
         Also builds the model's state (wrapped model, teacher) so that every
         check runs before the first training step.
         """
