@@ -20,11 +20,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import keras_ssl  # noqa: E402
-from benchmarks import datasets  # noqa: E402
+import keras_ssl
+from benchmarks import datasets
 
 
 def parse_method(spec):
@@ -148,8 +148,8 @@ def summarize(results):
 
 
 def markdown(table):
-    lines = ["| method | test accuracy (mean ± std) | runs | steps | wall time (s) | steps/s "
-             "| final mask rate |", "|---|---|---|---|---|---|---|"]
+    lines = [("| method | test accuracy (mean ± std) | runs | steps | wall time (s) | steps/s "
+             "| final mask rate |"), "|---|---|---|---|---|---|---|"]
     for row in table:
         mask = "-" if row["mask_rate"] is None else f"{row['mask_rate']:.2f}"
         lines.append(f"| {row['method']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | "

@@ -23,12 +23,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras_ssl  # noqa: E402
-from benchmarks import datasets  # noqa: E402
+import keras_ssl
+from benchmarks import datasets
 
 
 def _images(n, rng, data):

@@ -29,12 +29,11 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
 
-import keras_ssl  # noqa: E402
-from benchmarks import datasets  # noqa: E402
-from keras_ssl.demo import bar_chart  # noqa: E402
+import keras_ssl
+from benchmarks import datasets
+from keras_ssl.demo import bar_chart
 
 
 def make_model(name):

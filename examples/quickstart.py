@@ -12,10 +12,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import keras
 
-import keras_ssl  # noqa: E402
-from keras_ssl.demo import load_digits_split  # noqa: E402
+import keras_ssl
+from keras_ssl.demo import load_digits_split
 
 
 def main():
