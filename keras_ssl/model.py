@@ -41,6 +41,16 @@ class _Untracked:
         self.__dict__.update(items)
 
 
+def _split_rows(outputs, names, parts):
+    """Undo a concatenation: `{name: rows of outputs}` in the order of `parts`."""
+    result, start = {}, 0
+    for name, part in zip(names, parts):
+        size = ops.shape(part)[0]
+        result[name] = outputs[start:start + size]
+        start = start + size
+    return result
+
+
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class SemiSupervisedModel(keras.Model):
     """Wraps a Keras classifier to train it with labeled and unlabeled images.
@@ -232,12 +242,7 @@ class SemiSupervisedModel(keras.Model):
             return {LABELED: self.model(inputs[LABELED], training=training)}
         parts = [ops.cast(inputs[n], "float32") for n in names]
         outputs = self.model(ops.concatenate(parts, axis=0), training=training)
-        result, start = {}, 0
-        for name, part in zip(names, parts):
-            size = ops.shape(part)[0]
-            result[name] = outputs[start:start + size]
-            start = start + size
-        return result
+        return _split_rows(outputs, names, parts)
 
     def _as_logits(self, outputs):
         outputs = ops.cast(outputs, "float32")
@@ -281,12 +286,7 @@ class SemiSupervisedModel(keras.Model):
             **kwargs,
         )
         outputs = ops.stop_gradient(self._as_logits(outputs))
-        result, start = {}, 0
-        for name, part in zip(views, parts):
-            size = ops.shape(part)[0]
-            result[name] = outputs[start:start + size]
-            start = start + size
-        return result
+        return _split_rows(outputs, views, parts)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
