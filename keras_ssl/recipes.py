@@ -130,7 +130,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         unlabeled: the unlabeled images (numpy array, `tf.data.Dataset` or
             `PyDataset`).
         validation_data: `(x_val, y_val)`; plateaus are detected on it.
-        algorithm: a `keras_ssl.Algorithm`; None for `keras_ssl.FixMatch()`.
+        algorithm: a `keras_ssl.Algorithm`; None for `SemiSupervisedModel`'s
+            default, `keras_ssl.FixMatch(threshold=0.8)`.
         unlabeled_ratio: unlabeled images per labeled image in a batch;
             None for the model's default.
         epochs: upper bound on epochs of both phases together. Default 100;
