@@ -5,7 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from keras_ssl.augment import PerImageRandAugment, strong_augmentation  # noqa: E402
+from keras_ssl.augment import PerImageRandAugment, strong_augmentation
 
 
 def _same_image_batch(n=48):
