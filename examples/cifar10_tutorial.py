@@ -101,16 +101,19 @@ def main():
     baseline.compile(optimizer=optimizer(), metrics=["accuracy"])
     epochs = max(1, round(ssl_steps / args.steps_per_epoch))
     start = time.perf_counter()
-    baseline.fit(
+    steps_per_epoch = max(1, ssl_steps // epochs)
+    history = baseline.fit(
         x_lab, y_lab, batch_size=args.batch_size, epochs=epochs,
-        steps_per_epoch=max(1, ssl_steps // epochs), validation_data=(x_val, y_val),
+        steps_per_epoch=steps_per_epoch, validation_data=(x_val, y_val),
         callbacks=[keras_ssl.callbacks.BatchNormWarmup(x_lab, steps=20, before_validation=True),
                    keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9,
                                                  restore_best_weights=True)],
         verbose=args.verbose)
     keras_ssl.callbacks.recompute_batchnorm_statistics(baseline, x_lab, steps=20)
     base_seconds = time.perf_counter() - start
-    base_steps = int(baseline.ssl_step.numpy())
+    # Steps run, from the epochs run: `ssl_step` is a model variable, so
+    # restore_best_weights set it back to the best epoch's count.
+    base_steps = len(history.epoch) * steps_per_epoch
 
     # 3. The test set, read once per model.
     x_test = prep(split["x_test"].astype("float32"))
