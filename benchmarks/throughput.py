@@ -45,7 +45,7 @@ def _images(n, rng, data):
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
 
 
-def hand_written_step(net, optimizer, threshold, from_iterator=True):
+def hand_written_step(net, optimizer, threshold):
     @tf.function
     def train(inputs, y):
         xl, uw, us = inputs["labeled"], inputs["weak"], inputs["strong"]
@@ -65,14 +65,7 @@ def hand_written_step(net, optimizer, threshold, from_iterator=True):
         optimizer.apply_gradients(zip(grads, net.trainable_variables))
         return loss
 
-    if not from_iterator:
-        return train
-
-    @tf.function
-    def step(iterator):
-        return train(*next(iterator))
-
-    return step
+    return train
 
 
 def main(argv=None):
@@ -129,7 +122,9 @@ def main(argv=None):
     hand_net = datasets.cnn6()
     hand_net.set_weights(init)
     hand_opt = keras.optimizers.SGD(0.03, momentum=0.9, nesterov=True)
-    step = hand_written_step(hand_net, hand_opt, args.threshold)
+    hand_step = hand_written_step(hand_net, hand_opt, args.threshold)
+    # Batches pulled inside the graph, as Keras's train function does.
+    step = tf.function(lambda iterator: hand_step(*next(iterator)))
 
     def time_hand():
         iterator = iter(in_memory)
@@ -140,8 +135,6 @@ def main(argv=None):
             loss = step(iterator)
         float(loss)
         return (time.perf_counter() - start) / args.steps
-
-    hand_step = hand_written_step(hand_net, hand_opt, args.threshold, from_iterator=False)
 
     def blocked_share():
         # The hand-written step fed by keras-ssl's tf.data source from
