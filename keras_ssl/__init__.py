@@ -2,9 +2,9 @@
 
 from keras_ssl import augment, callbacks, losses
 from keras_ssl.algorithms import Algorithm, FixMatch, FreeMatch, MeanTeacher
+from keras_ssl.checks import InputError
 from keras_ssl.model import SemiSupervisedModel
 from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
-from keras_ssl.validation import InputError
 
 __version__ = "0.1.0"
 

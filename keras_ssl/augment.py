@@ -4,12 +4,26 @@ FixMatch needs two views of every unlabeled image: a weak one (flip and
 translation) whose prediction becomes the pseudo-label, and a strong one
 (weak + RandAugment + cutout) that is trained to match it. Everything here is
 a Keras preprocessing layer, so it runs inside a `tf.data` pipeline on every
-backend (the default) or inside the training step on an accelerator.
+backend (the default, `attach_views`) or inside the training step on an
+accelerator.
+
+Geometric layers (flip, translation, rotation, zoom, crop) work on any pixel
+range; photometric ones (RandAugment, cutout's fill) need to know it:
+`needs_value_range` tells which a view is.
 """
 
 import keras
 from keras import layers
 
+# Layers whose result does not depend on the pixel range.
+RANGE_FREE_LAYERS = (
+    layers.RandomFlip, layers.RandomTranslation, layers.RandomRotation,
+    layers.RandomZoom, layers.RandomCrop, layers.Resizing, layers.CenterCrop,
+    layers.Identity,
+)
+LABELED = "labeled"
+UNLABELED = "unlabeled"
+UNLABELED_LABELS = "unlabeled_labels"
 VALUE_RANGES = {"uint8": (0, 255), "unit": (0, 1), "symmetric": (-1, 1)}
 # Views compute in float32 whatever the global dtype policy: under
 # mixed_float16, Keras's RandomErasing fails in float16 and 0-255 pixels would
@@ -95,9 +109,9 @@ class PerImageRandAugment(layers.RandAugment):
         # Dynamic shapes (gather the images that chose an operation) are
         # fine in TensorFlow graphs and eager code, but not under jax.jit or
         # XLA; keras_ssl never runs these layers under TF's XLA.
-        from keras.src.utils import backend_utils
+        from keras_ssl import _compat
 
-        return backend_utils.in_tf_graph() or keras.backend.backend() == "tensorflow"
+        return _compat.in_tf_graph() or keras.backend.backend() == "tensorflow"
 
     def transform_images(self, images, transformation, training=True):
         if not training:
@@ -213,3 +227,78 @@ def strong_augmentation(
             )
         )
     return layers.Pipeline(ops, name="strong_view")
+
+
+def needs_value_range(view):
+    """Whether a view's result depends on the pixel range of its input.
+
+    A Keras layer (or a `Pipeline` / `Sequential` of layers) needs it unless
+    every layer is geometric (`RANGE_FREE_LAYERS`). A plain callable is
+    taken as range-free: its author knows the range it expects.
+    """
+    sublayers = getattr(view, "layers", None)
+    if isinstance(view, (layers.Pipeline, keras.Sequential)) and sublayers is not None:
+        return any(needs_value_range(layer) for layer in sublayers)
+    if isinstance(view, keras.layers.Layer):
+        return not isinstance(view, RANGE_FREE_LAYERS)
+    return False
+
+
+def _as_float(images):
+    import tensorflow as tf
+
+    return tf.cast(images, "float32")
+
+
+def _split(element):
+    if isinstance(element, (tuple, list)):
+        return element[0], tuple(element[1:])
+    return element, ()
+
+
+def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False):
+    """Map every augmented view over a (zipped) `tf.data` source, in parallel.
+
+    Args:
+        dataset: `zip((labeled, unlabeled))` when `zipped`, where labeled
+            batches are `x` or `(x, y[, sample_weight])` and unlabeled batches
+            are images (or `(images, labels)` for monitoring); else a labeled
+            dataset alone (supervised training).
+        views: dict `{name: callable}` producing each unlabeled view.
+        labeled_view: callable applied to labeled images, or None.
+        zipped: whether `dataset` carries an unlabeled stream.
+        on_device: make no view here: yield the raw float32 batches as
+            `{"labeled": x, "unlabeled": u}`; the training step augments them.
+
+    Returns:
+        A dataset of `({"labeled": x, view: ..., ...}, y[, sample_weight])`.
+    """
+    import tensorflow as tf
+
+    if on_device:
+        views, labeled_view = {UNLABELED: _as_float}, None
+
+    def augment_labeled(x):
+        x = _as_float(x)
+        return labeled_view(x, training=True) if labeled_view is not None else x
+
+    if not zipped:
+
+        def combine(*element):
+            x, rest = _split(element if len(element) > 1 else element[0])
+            return ({LABELED: augment_labeled(x)},) + rest
+
+    else:
+
+        def combine(lab, unl):
+            x, rest = _split(lab)
+            inputs = {LABELED: augment_labeled(x)}
+            if isinstance(unl, (tuple, list)):
+                unl, inputs[UNLABELED_LABELS] = unl
+            unl = _as_float(unl)
+            for name, view in views.items():
+                inputs[name] = view(unl) if on_device else view(unl, training=True)
+            return (inputs,) + rest
+
+    autotune = tf.data.AUTOTUNE
+    return dataset.map(combine, num_parallel_calls=autotune).prefetch(autotune)

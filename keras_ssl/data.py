@@ -1,29 +1,41 @@
-"""The zipped labeled/unlabeled `tf.data` source and its input checks.
+"""Read and check what `fit` receives, once, and build the raw source.
 
-Data flows one way: user arrays or datasets -> one labeled stream (batched by
-Keras's own data adapters) zipped with one unlabeled stream (shuffled,
-repeated forever, batched at `unlabeled_ratio * batch_size`) -> augmented
-views mapped in parallel -> prefetch -> `SemiSupervisedModel.train_step`.
+Data flows one way:
 
-With `augment_on_device=True` the views are made in the step instead, and
-the source yields the raw batches; `ArraySource` is that source from numpy
-arrays when TensorFlow is not installed (TensorFlow is imported lazily).
+    fit's arguments -> `read` (checks every value it reads with
+    `keras_ssl.checks`) -> `FitInputs`: the labeled source (batched
+    `(x, y[, sample_weight])`, raw pixels), the unlabeled stream (shuffled,
+    repeated, batched at `unlabeled_ratio * batch_size`), the first labeled
+    batch, the pixel range and the validation data
+    -> `SemiSupervisedModel` prepares itself from the first batch
+    -> `keras_ssl.augment.attach_views` maps the views over the source
+    -> `keras.Model.fit`.
+
+Arrays are checked whole. Streams (`tf.data`, `PyDataset`, generators) are
+checked on their first batch; further down, a bad value (NaN or Inf, pixels
+outside the range, a label outside the classes) is skipped: an unlabeled image
+is dropped from the stream, a labeled example gets sample weight 0, and a
+warning at the end of the epoch says how many (`StreamGuard`).
+
+With `augment_on_device=True` the step makes the views, and `ArraySource`
+feeds numpy arrays when TensorFlow is not installed (TensorFlow is imported
+lazily).
 """
 
+import itertools
 import math
 import sys
+import types
+import warnings
 
 import numpy as np
-from keras.src.trainers.data_adapters import get_data_adapter
 from keras.utils import PyDataset
 
-from keras_ssl import validation
+from keras_ssl import checks
+from keras_ssl.augment import LABELED, UNLABELED, UNLABELED_LABELS
+from keras_ssl.checks import InputError
 
-LABELED = "labeled"
-UNLABELED_LABELS = "unlabeled_labels"
-# The raw unlabeled batch, when the views are made in the step
-# (`SemiSupervisedModel(augment_on_device=True)`).
-UNLABELED = "unlabeled"
+DEFAULT_BATCH_SIZE = 32
 
 
 class _LazyTensorFlow:
@@ -56,22 +68,6 @@ def is_tf_dataset(obj):
     return data_module is not None and isinstance(obj, data_module.Dataset)
 
 
-def infer_value_range(images):
-    """Guess the pixel range of a batch: (0, 255), (0, 1) or (-1, 1)."""
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return (0.0, 255.0)
-    finite = images[np.isfinite(images)]
-    if finite.size == 0:
-        return (0.0, 1.0)
-    low, high = float(finite.min()), float(finite.max())
-    if high > 1.5:
-        return (0.0, 255.0)
-    if low < -0.05:
-        return (-1.0, 1.0)
-    return (0.0, 1.0)
-
-
 def is_zipped(dataset):
     """True for `tf.data.Dataset.zip((labeled, unlabeled))` as fit's `x`."""
     if not is_tf_dataset(dataset):
@@ -85,10 +81,449 @@ def is_zipped(dataset):
     )
 
 
-def labeled_dataset(x, y, sample_weight, batch_size, shuffle, class_weight,
+def _kind(value, name):
+    """What kind of input a labeled or unlabeled argument is."""
+    if is_tf_dataset(value):
+        return "zipped" if name == "x" and is_zipped(value) else "dataset"
+    if isinstance(value, PyDataset):
+        return "pydataset"
+    if isinstance(value, types.GeneratorType):
+        return "generator"
+    if checks.is_array(value):
+        return "array"
+    if isinstance(value, (list, tuple)) and value and all(
+        np.isscalar(v) or checks.is_array(v) for v in value
+    ):
+        return "array"
+    hint = ""
+    if isinstance(value, str):
+        hint = (" For a folder of images use keras.utils.image_dataset_from_directory("
+                "path) (labels=None for unlabeled images) and pass the dataset.")
+    if name == "x":
+        what = ("fit(x=...) must be a numpy array of labeled images, a tf.data.Dataset, "
+                "a keras.utils.PyDataset or a Python generator of (images, labels) "
+                "batches")
+    else:
+        what = ("unlabeled must be a numpy array of images, a tf.data.Dataset of images, "
+                "a keras.utils.PyDataset or a Python generator of image batches")
+    raise InputError(f"{what}; received {type(value).__name__}.{hint}")
+
+
+def _single(value, what):
+    """Unwrap a one-element list/tuple/dict (one model input or output)."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            return next(iter(value.values()))
+        raise InputError(
+            f"fit() received {what} as a dict of {len(value)} entries "
+            f"({sorted(value)}); keras-ssl trains models with one image input and one "
+            "output of class scores. Pass the image array (and one label array)."
+        )
+    if isinstance(value, (list, tuple)) and value and all(
+        checks.is_array(v) and np.ndim(v) >= 1 for v in value
+    ):
+        if len(value) == 1:
+            return value[0]
+        shapes = {np.shape(v) for v in value}
+        hint = (f" If they are {len(value)} single images, stack them: np.stack(x)."
+                if len(shapes) == 1 else "")
+        raise InputError(
+            f"fit() received {what} as a list of {len(value)} arrays, which Keras "
+            "reads as several model inputs or outputs; keras-ssl trains models with "
+            f"one image input and one output.{hint}"
+        )
+    return value
+
+
+# ------------------------------------------------------------ the guard
+
+
+class StreamGuard:
+    """Finds bad values in streams during training, skips them and counts them.
+
+    Streams are checked on their first batch before training; this guard
+    covers the rest. An unlabeled image with NaN/Inf or values outside the
+    pixel range is dropped from the stream; a labeled example with such an
+    image, a NaN label or a class index outside `[0, num_classes)` keeps its
+    place but gets sample weight 0 (and finite placeholder values), so that
+    batches, epoch lengths and the progress bar stay as they were.
+    `SkipReport` warns about what was skipped at the end of each epoch.
+    """
+
+    def __init__(self, value_range):
+        self.value_range = None if value_range is None else tuple(value_range)
+        self.num_classes = tf.Variable(0, dtype="int64", trainable=False)
+        self.labeled = tf.Variable(0, dtype="int64", trainable=False)
+        self.unlabeled = tf.Variable(0, dtype="int64", trainable=False)
+
+    def _images_ok(self, images):
+        """One bool per image of a batch (rank 4)."""
+        values = tf.cast(images, "float32")
+        ok = tf.reduce_all(tf.math.is_finite(values), axis=[1, 2, 3])
+        if self.value_range is not None:
+            low, high = self.value_range
+            slack = checks.RANGE_TOLERANCE * (high - low)
+            ok = ok & tf.reduce_all(
+                (values >= low - slack) & (values <= high + slack), axis=[1, 2, 3]
+            )
+        return ok
+
+    def keep_unlabeled(self, image):
+        """Predicate for `filter` over single unlabeled images; counts the dropped."""
+        ok = self._images_ok(image[None])[0]
+        self.unlabeled.assign_add(tf.cast(tf.logical_not(ok), "int64"))
+        return ok
+
+    def unlabeled_batch(self, images):
+        """A batch of a user's zipped stream: bad images become flat mid-range images."""
+        ok = self._images_ok(images)
+        self.unlabeled.assign_add(tf.reduce_sum(tf.cast(tf.logical_not(ok), "int64")))
+        middle = 0.0 if self.value_range is None else sum(self.value_range) / 2.0
+        flat = tf.cast(tf.fill(tf.shape(images), middle), images.dtype)
+        return tf.where(ok[:, None, None, None], images, flat)
+
+    def labeled_batch(self, x, y, sample_weight=None):
+        """`(x, y, sample_weight)` with weight 0 and safe values for bad examples."""
+        ok = self._images_ok(x)
+        labels = tf.cast(y, "float32")
+        batch = tf.shape(labels)[0]
+        flat = tf.reshape(labels, (batch, -1))
+        ok = ok & tf.reduce_all(tf.math.is_finite(flat), axis=1)
+        if y.shape.rank == 1 or (y.shape.rank == 2 and y.shape[-1] == 1):
+            classes = tf.cast(self.num_classes, "float32")
+            ok = ok & (flat[:, 0] >= 0) & ((flat[:, 0] < classes) | (classes <= 0))
+            ok = ok & tf.equal(flat[:, 0], tf.round(flat[:, 0]))
+        self.labeled.assign_add(tf.reduce_sum(tf.cast(tf.logical_not(ok), "int64")))
+        image_ok = tf.reshape(ok, (-1,) + (1,) * (x.shape.rank - 1))
+        x = tf.where(image_ok, x, tf.zeros_like(x))
+        label_ok = tf.reshape(ok, (-1,) + (1,) * (y.shape.rank - 1))
+        y = tf.where(label_ok, y, tf.zeros_like(y))
+        weight = tf.cast(ok, "float32")
+        if sample_weight is not None:
+            weight = tf.cast(sample_weight, "float32") * tf.reshape(
+                weight, (-1,) + (1,) * (sample_weight.shape.rank - 1)
+            )
+        return x, y, weight
+
+    def counts(self):
+        return int(self.labeled.numpy()), int(self.unlabeled.numpy())
+
+
+class SkipReport:
+    """Keras callback: warns at each epoch end about what `StreamGuard` skipped."""
+
+    def __new__(cls, guard):
+        import keras
+
+        class _Report(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seen = (0, 0)
+
+            def on_epoch_end(self, epoch, logs=None):
+                labeled, unlabeled = guard.counts()
+                new = (labeled - self.seen[0], unlabeled - self.seen[1])
+                self.seen = (labeled, unlabeled)
+                if any(new):
+                    warnings.warn(
+                        f"keras-ssl skipped {new[0]} labeled examples and {new[1]} "
+                        f"unlabeled images during epoch {epoch + 1}: NaN or Inf "
+                        "values, pixels outside value_range "
+                        f"{guard.value_range}, or labels outside the model's classes, "
+                        "found in a stream after its first batch (which is checked "
+                        "before training). Clean the data to silence this.",
+                        stacklevel=2,
+                    )
+
+        return _Report()
+
+
+# -------------------------------------------------------------- reading
+
+
+class FitInputs:
+    """What `read` returns: the checked, raw sources and what the model needs.
+
+    Attributes:
+        source: the raw training source: batched labeled `(x, y[, w])`, or
+            `zip((labeled, unlabeled))` of such batches and unlabeled image
+            batches; an `ArraySource` without TensorFlow.
+        kind: what `x` was: "array", "dataset", "pydataset", "generator" or
+            "zipped".
+        x_sample, y_sample: the first labeled batch (numpy).
+        labels: every label, when they came as an array (else None).
+        stats: `checks.PixelStats` of the labeled images.
+        value_range: the declared or inferred pixel range, or None when the
+            data is none of the three the rule infers.
+        validation_data: what `keras.Model.fit` gets as `validation_data`.
+        validation_labels: the validation labels (all, or a first batch).
+        class_weight: `fit`'s class weights, to check against the classes.
+        guard: the `StreamGuard` of the streams, or None for arrays.
+        has_unlabeled, has_unlabeled_labels: what the step will receive.
+    """
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def _first_of_dataset(dataset):
+    for element in dataset.take(1):
+        return keras_tree_numpy(element)
+    return None
+
+
+def keras_tree_numpy(element):
+    import keras
+
+    return keras.tree.map_structure(checks.numpy, element)
+
+
+def _split(element):
+    if isinstance(element, (tuple, list)):
+        return element[0], tuple(element[1:])
+    return element, ()
+
+
+def _peek_generator(generator, name):
+    try:
+        first = next(generator)
+    except StopIteration:
+        raise InputError(
+            f"fit({name}=...) is a generator that yields nothing. Pass a generator "
+            "of batches (or a fresh one if it was already consumed)."
+        ) from None
+    return first, (item for item in itertools.chain([first], generator))
+
+
+def _split_validation(x, y, sample_weight, validation_split):
+    """Hold out the last fraction of the labeled arrays, as Keras does."""
+    count = len(x)
+    split_at = math.floor(count * (1.0 - validation_split))
+    if split_at < 1 or split_at >= count:
+        raise InputError(
+            f"fit(validation_split={validation_split}) of {count} labeled images "
+            f"leaves {split_at} for training and {count - split_at} for validation; "
+            "both need at least one. Use a larger labeled set or another split."
+        )
+    train = (x[:split_at], y[:split_at],
+             None if sample_weight is None else sample_weight[:split_at])
+    val = (x[split_at:], y[split_at:])
+    if sample_weight is not None:
+        val = val + (sample_weight[split_at:],)
+    return train, val
+
+
+def _declared_or_inferred_range(stats, declared):
+    if declared is not None:
+        checks.check_value_range(stats, declared)
+        return tuple(declared)
+    return checks.infer_value_range(stats)
+
+
+def _check_range_of(stats, value_range, labeled_stats):
+    """Other images (unlabeled, validation) must be in the labeled images' range."""
+    if value_range is not None:
+        checks.check_value_range(stats, value_range)
+        return
+    mine, theirs = checks.infer_value_range(stats), checks.infer_value_range(labeled_stats)
+    if mine is not None and mine != theirs:
+        raise InputError(
+            f"{stats.name} has values in {stats!r}, which look like the range "
+            f"{mine}, but the labeled images x have values in {labeled_stats!r}. "
+            "Give every input the same pixel range (and preprocessing)."
+        )
+
+
+def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
+         unlabeled_labels=None, shuffle=True, class_weight=None, steps_per_epoch=None,
+         epochs=1, initial_epoch=0, validation_split=0.0, validation_data=None,
+         validation_steps=None, validation_freq=1, unlabeled_ratio=7, value_range=None,
+         array_feed=False):
+    """Read and check `fit`'s data arguments; build the raw sources.
+
+    Args:
+        The arguments of `SemiSupervisedModel.fit`, plus:
+        unlabeled_ratio: unlabeled images per labeled image in a batch.
+        value_range: the declared range (or the one the model was trained
+            with), or None to infer it.
+        array_feed: build an `ArraySource` (numpy, no TensorFlow) instead of
+            `tf.data` sources.
+
+    Returns:
+        A `FitInputs`. Raises `InputError` for anything it cannot train on;
+        nothing outside the returned object changes.
+    """
+    checks.check_fit_counts(batch_size, epochs, initial_epoch, steps_per_epoch,
+                            validation_split, validation_steps, validation_freq)
+    if x is None:
+        raise InputError(
+            "fit() needs labeled images: pass fit(x_labeled, y_labeled, "
+            "unlabeled=x_unlabeled)."
+        )
+    x = _single(x, "x")
+    y = _single(y, "y") if y is not None else None
+    kind = _kind(x, "x")
+    _check_unlabeled_arguments(kind, unlabeled, unlabeled_labels)
+    if class_weight is not None:
+        checks.check_class_weight(class_weight)
+
+    if validation_split and validation_data is None:
+        if kind != "array":
+            raise InputError(
+                f"fit(validation_split=...) needs array inputs; x is a {kind}. Pass "
+                "validation_data= instead (for a folder: image_dataset_from_directory("
+                "..., validation_split=0.2, subset='validation'))."
+            )
+    elif validation_split:
+        warnings.warn(
+            "fit() received both validation_split and validation_data; as in Keras, "
+            "validation_data is used and validation_split ignored.",
+            stacklevel=3,
+        )
+        validation_split = 0.0
+
+    guard = None
+    labels = None
+    if kind == "array":
+        x = np.asarray(x)
+        if x.ndim == 0 or len(x) == 0:
+            raise InputError(
+                "fit(x=...) holds no labeled images. keras-ssl needs at least one "
+                "labeled image per class; pass fit(x_labeled, y_labeled, unlabeled=...)."
+            )
+        checks.check_images(x, "x (labeled images)")
+        if y is None:
+            raise InputError(
+                "fit() received labeled images x but y=None. keras-ssl needs labels "
+                "for x: fit(x_labeled, y_labeled, unlabeled=x_unlabeled). Images "
+                "without labels go in unlabeled=."
+            )
+        if not checks.is_array(y) and not isinstance(y, (list, tuple)):
+            raise InputError(
+                f"fit(y=...) must be an array of labels for array x; received "
+                f"{type(y).__name__}."
+            )
+        y = np.asarray(y)
+        checks.check_label_array(y, len(x))
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+            checks.check_sample_weight(sample_weight, len(x))
+        if validation_split:
+            (x, y, sample_weight), validation_data = _split_validation(
+                x, y, sample_weight, validation_split
+            )
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        checks.warn_batch_larger_than_set(batch_size, len(x))
+        labels = y
+        x_sample, y_sample = x[:batch_size], y[:batch_size]
+        stats = checks.PixelStats(x, "x (labeled images)")
+        source = None if array_feed else _labeled_arrays(
+            x, y, sample_weight, batch_size, shuffle, class_weight, steps_per_epoch
+        )
+    else:
+        if y is not None:
+            raise InputError(
+                f"fit(y=...) was given with x as a {kind}: the {kind} must yield "
+                "(images, labels) batches itself. Pass y=None."
+            )
+        if sample_weight is not None:
+            raise InputError(
+                f"fit(sample_weight=...) was given with x as a {kind}: yield "
+                "(images, labels, sample_weights) from it instead."
+            )
+        if array_feed:
+            raise InputError(
+                "TensorFlow is not installed, so keras-ssl reads numpy arrays only; "
+                f"fit(x=...) is a {kind}. Pass numpy arrays, or install tensorflow."
+            )
+        guard = StreamGuard(value_range)
+        source, first = _labeled_stream(x, kind, class_weight, steps_per_epoch)
+        if kind == "zipped":
+            first, first_unlabeled = first
+        x_sample, rest = _split(first)
+        if not rest:
+            raise InputError(
+                "The labeled data has no labels (it yields images only). Pass "
+                "fit(x_labeled, y_labeled, unlabeled=...) or a dataset of "
+                "(images, labels) batches."
+            )
+        y_sample = rest[0]
+        checks.check_images(x_sample, "x (labeled images, first batch)")
+        checks.check_label_array(y_sample, len(x_sample), "y (first batch)")
+        stats = checks.PixelStats(x_sample, "x (labeled images, first batch)")
+    x_sample = np.asarray(x_sample)
+    y_sample = np.asarray(y_sample)
+
+    value_range = _declared_or_inferred_range(stats, value_range)
+    if guard is not None:
+        guard.value_range = value_range
+
+    u_batch = unlabeled_ratio * len(x_sample)
+    stream = None
+    if kind == "zipped":
+        batch = checks.numpy(first_unlabeled)
+        if batch.ndim == x_sample.ndim - 1:
+            batch = batch[None]
+        _check_unlabeled_batch(batch, x_sample, value_range, stats)
+        source = source.map(
+            lambda lab, unl: (guard.labeled_batch(*lab), guard.unlabeled_batch(unl)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    elif unlabeled is not None:
+        stream, guard = _unlabeled_stream(
+            unlabeled, unlabeled_labels, x_sample, value_range, stats, u_batch,
+            guard, array_feed,
+        )
+    if kind in ("dataset", "pydataset", "generator"):
+        source = source.map(guard.labeled_batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+    validation_data, validation_labels = _read_validation(
+        validation_data, x_sample, value_range, stats
+    )
+    if array_feed:
+        source = ArraySource(x, y, sample_weight, batch_size, unlabeled, u_batch,
+                             unlabeled_labels, shuffle, steps_per_epoch)
+    elif stream is not None:
+        source = tf.data.Dataset.zip((source, stream))
+    return FitInputs(
+        source=source, kind=kind,
+        x_sample=x_sample, y_sample=y_sample, labels=labels, stats=stats,
+        value_range=value_range, validation_data=validation_data,
+        validation_labels=validation_labels, class_weight=class_weight, guard=guard,
+        has_unlabeled=kind == "zipped" or unlabeled is not None,
+        has_unlabeled_labels=unlabeled_labels is not None,
+    )
+
+
+def _check_unlabeled_arguments(kind, unlabeled, unlabeled_labels):
+    if kind == "zipped" and unlabeled is not None:
+        raise InputError(
+            "fit() received a zipped (labeled, unlabeled) dataset as `x` and "
+            "also `unlabeled=`. Pass the unlabeled images one way only."
+        )
+    if unlabeled_labels is not None:
+        if unlabeled is None:
+            raise InputError(
+                "fit(unlabeled_labels=...) was given without unlabeled=. Pass the "
+                "unlabeled images as unlabeled= (numpy, tf.data or PyDataset) "
+                "next to their ground truth; zipped datasets do not support "
+                "unlabeled_labels."
+            )
+        if not checks.is_array(unlabeled_labels) and not isinstance(
+            unlabeled_labels, (list, tuple)
+        ):
+            raise InputError(
+                "fit(unlabeled_labels=...) must be a numpy array of integer "
+                f"classes; received {type(unlabeled_labels).__name__}."
+            )
+
+
+def _labeled_arrays(x, y, sample_weight, batch_size, shuffle, class_weight,
                     steps_per_epoch):
     """Batched `(x, y[, sample_weight])` through Keras's own data adapters."""
-    adapter = get_data_adapter(
+    from keras_ssl import _compat
+
+    adapter = _compat.get_data_adapter(
         x, y, sample_weight=sample_weight, batch_size=batch_size,
         steps_per_epoch=steps_per_epoch, shuffle=shuffle, class_weight=class_weight,
     )
@@ -104,101 +539,255 @@ def labeled_dataset(x, y, sample_weight, batch_size, shuffle, class_weight,
     return dataset
 
 
-def _unbatched_images(unlabeled, image_rank):
-    """Any supported unlabeled input as a dataset of single images."""
-    if is_tf_dataset(unlabeled):
-        spec = unlabeled.element_spec
-        validation.check_unlabeled_spec(spec, image_rank)
-        if len(spec.shape) == image_rank:  # batched
+def _labeled_stream(x, kind, class_weight, steps_per_epoch):
+    """A labeled (or zipped) stream as a batched `tf.data` source, and its first element."""
+    from keras_ssl import _compat
+
+    if kind in ("dataset", "zipped"):
+        if int(x.cardinality()) == 0:
+            raise InputError(
+                "fit(x=...) is an empty dataset. Pass labeled (images, labels) "
+                "batches."
+            )
+        spec = x.element_spec
+        checks.check_labeled_spec(spec)
+        if kind == "dataset" and isinstance(spec, tuple):
+            images = spec[0]
+            if isinstance(images, dict):
+                x = x.map(lambda d, *rest: (next(iter(d.values())),) + rest)
+                images = next(iter(images.values()))
+            labels = spec[1]
+            if getattr(labels, "shape", None) is not None and len(labels.shape) == 0:
+                raise InputError(
+                    "fit(x=...) is a dataset of single (image, label) pairs, not "
+                    f"batches (image spec {images}). Batch it: dataset.batch(32)."
+                )
+        if kind == "zipped" and class_weight is not None:
+            raise InputError(
+                "fit(class_weight=...) is not supported with a zipped (labeled, "
+                "unlabeled) dataset; map the weights into its labeled part as "
+                "(x, y, sample_weight)."
+            )
+        first = _first_of_dataset(x)
+        if first is None:
+            raise InputError(
+                "fit(x=...) is a dataset that yields nothing. Pass labeled "
+                "(images, labels) batches (check filters and take())."
+            )
+        if kind == "zipped":
+            if isinstance(x.element_spec[1], tuple):
+                checks.check_labeled_spec(x.element_spec)
+            source = x.repeat() if steps_per_epoch is not None else x
+            return source, first
+        adapter = _compat.get_data_adapter(x, class_weight=class_weight)
+    elif kind == "pydataset":
+        try:
+            length = len(x)
+        except TypeError:
+            length = None
+        if length == 0:
+            raise InputError("fit(x=...) is an empty PyDataset. Pass labeled batches.")
+        first = x[0]
+        if not isinstance(first, tuple):
+            raise InputError(
+                "fit(x=...) is a PyDataset whose batches are "
+                f"{type(first).__name__}s; keras-ssl needs (images, labels) tuples "
+                "from __getitem__."
+            )
+        first = keras_tree_numpy(first)
+        adapter = _compat.get_data_adapter(x, class_weight=class_weight)
+    else:  # a generator
+        if class_weight is not None:
+            raise InputError(
+                "fit(class_weight=...) is not supported with a Python generator "
+                "(as in Keras); yield (images, labels, sample_weights) instead."
+            )
+        first, x = _peek_generator(x, "x")
+        if not isinstance(first, tuple):
+            raise InputError(
+                "fit(x=...) is a generator whose items are "
+                f"{type(first).__name__}s; keras-ssl needs (images, labels) tuples."
+            )
+        first = keras_tree_numpy(first)
+        adapter = _compat.get_data_adapter(x)
+    dataset = adapter.get_tf_dataset()
+    if steps_per_epoch is not None:
+        dataset = dataset.repeat()
+    return dataset, first
+
+
+def _check_unlabeled_batch(batch, x_sample, value_range, labeled_stats,
+                           name="unlabeled (first batch)"):
+    checks.check_images(batch, name)
+    checks.check_same_image_shape(batch.shape[1:], x_sample.shape[1:])
+    _check_range_of(checks.PixelStats(batch, name), value_range, labeled_stats)
+
+
+def _unbatched_images(unlabeled, kind, image_rank):
+    """A supported unlabeled stream as a dataset of single images."""
+    from keras_ssl import _compat
+
+    if kind == "dataset":
+        if len(unlabeled.element_spec.shape) == image_rank:  # batched
             unlabeled = unlabeled.unbatch()
         return unlabeled
-    if _is_py_dataset(unlabeled):
-        adapter = get_data_adapter(unlabeled)
-        dataset = adapter.get_tf_dataset()
-        spec = dataset.element_spec
-        if isinstance(spec, tuple) and len(spec) == 1:
-            # Keras's adapter wraps a PyDataset that yields only `x` as `(x,)`.
-            dataset = dataset.map(lambda x: x)
-        validation.check_unlabeled_spec(dataset.element_spec, image_rank)
-        return dataset.unbatch()
-    array = np.asarray(unlabeled)
-    return tf.data.Dataset.from_tensor_slices(array)
+    dataset = _compat.get_data_adapter(unlabeled).get_tf_dataset()
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) == 1:
+        # Keras's adapter wraps a PyDataset that yields only `x` as `(x,)`.
+        dataset = dataset.map(lambda x: x)
+    checks.check_unlabeled_spec(dataset.element_spec, image_rank)
+    return dataset.unbatch()
 
 
-def _is_py_dataset(obj):
-    from keras.utils import PyDataset
+def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u_batch,
+                      guard, array_feed):
+    """Check the unlabeled input; return its batched stream and the stream guard.
 
-    return isinstance(obj, PyDataset)
+    Arrays are checked whole and need no guard (`guard` comes back as given);
+    a stream gets one (the labeled stream's, or a new one).
+    """
+    kind = _kind(unlabeled, "unlabeled")
+    image_rank = x_sample.ndim
+    count = None
+    if kind == "array":
+        images = np.asarray(unlabeled)
+        if images.size == 0 or len(images) == 0:
+            raise _empty_unlabeled()
+        checks.check_images(images, "unlabeled")
+        checks.check_same_image_shape(images.shape[1:], x_sample.shape[1:])
+        _check_range_of(checks.PixelStats(images, "unlabeled"), value_range, labeled_stats)
+        if labels is not None:
+            checks.check_unlabeled_labels(labels, len(images))
+        checks.warn_small_unlabeled(len(images), u_batch)
+        if array_feed:
+            return None, guard
+        dataset = tf.data.Dataset.from_tensor_slices(images)
+        return _shuffled_batches(dataset, labels, u_batch), guard
+    if array_feed:
+        raise InputError(
+            "TensorFlow is not installed, so keras-ssl reads numpy arrays only; "
+            f"fit(unlabeled=...) is a {kind}. Pass a numpy array, or install tensorflow."
+        )
+    if kind == "dataset":
+        if int(unlabeled.cardinality()) == 0:
+            raise _empty_unlabeled()
+        spec = unlabeled.element_spec
+        checks.check_unlabeled_spec(spec, image_rank)
+        checks.check_same_image_shape(tuple(spec.shape[-3:]), x_sample.shape[1:])
+        batched = len(spec.shape) == image_rank
+        peek = unlabeled if batched else unlabeled.batch(64)
+        first = _first_of_dataset(peek)
+        cardinality = int(unlabeled.cardinality())
+        if labels is not None:
+            if cardinality == int(tf.data.INFINITE_CARDINALITY):
+                raise InputError(
+                    "fit(unlabeled_labels=...) cannot be matched to an infinite "
+                    "unlabeled dataset (it repeats). Pass the dataset before "
+                    ".repeat(), or numpy arrays."
+                )
+            known = cardinality >= 0 and not batched
+            count = cardinality if known else None
+        if cardinality >= 0 and not batched:
+            checks.warn_small_unlabeled(cardinality, u_batch)
+    elif kind == "pydataset":
+        try:
+            length = len(unlabeled)
+        except TypeError:
+            length = None
+        if length == 0:
+            raise _empty_unlabeled()
+        first = unlabeled[0]
+        if isinstance(first, (tuple, list, dict)):
+            checks.check_unlabeled_spec(first, image_rank)
+    else:  # a generator
+        first, unlabeled = _peek_generator(unlabeled, "unlabeled")
+        if isinstance(first, (tuple, list, dict)):
+            checks.check_unlabeled_spec(first, image_rank)
+        first = (first,)
+        unlabeled = (item if isinstance(item, tuple) else (item,) for item in unlabeled)
+    if first is None:
+        raise _empty_unlabeled()
+    batch = checks.numpy(first[0] if isinstance(first, tuple) else first)
+    if batch.ndim == 0 or len(batch) == 0:
+        raise _empty_unlabeled()
+    _check_unlabeled_batch(batch, x_sample, value_range, labeled_stats)
+    if labels is not None:
+        checks.check_unlabeled_labels(labels, count)
+    guard = guard if guard is not None else StreamGuard(value_range)
+    images = _unbatched_images(unlabeled, kind, image_rank)
+    if labels is None:
+        images = images.filter(guard.keep_unlabeled)
+    return _shuffled_batches(images, labels, u_batch), guard
 
 
-def unlabeled_dataset(unlabeled, batch_size, image_rank, labels=None,
-                      shuffle_buffer=10000, seed=None):
+def _shuffled_batches(images, labels, batch_size, shuffle_buffer=10000):
     """Unlabeled images: shuffled, repeated forever, batched, dropping remainders."""
-    images = _unbatched_images(unlabeled, image_rank)
     if labels is not None:
         labels = tf.data.Dataset.from_tensor_slices(np.asarray(labels).reshape(-1))
         images = tf.data.Dataset.zip((images, labels))
-    dataset = images.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = images.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
     return dataset.repeat().batch(batch_size, drop_remainder=True)
 
 
-def _split(element):
-    if isinstance(element, (tuple, list)):
-        x = element[0]
-        rest = tuple(element[1:])
+def _empty_unlabeled():
+    return InputError(
+        "unlabeled is empty. Pass at least one unlabeled image, or "
+        "unlabeled=None for supervised training."
+    )
+
+
+def _read_validation(validation_data, x_sample, value_range, labeled_stats):
+    """Check validation data like training data: images, range, labels."""
+    if validation_data is None:
+        return None, None
+    name = "validation_data"
+    spec_name = "fit(validation_data=...)"
+    if isinstance(validation_data, (tuple, list)) and not checks.is_array(validation_data):
+        if len(validation_data) not in (2, 3):
+            raise InputError(
+                f"fit(validation_data=...) must be (x_val, y_val), (x_val, y_val, "
+                f"sample_weight_val) or a dataset; received a "
+                f"{type(validation_data).__name__} of {len(validation_data)} items."
+            )
+        val_x = _single(validation_data[0], "validation x")
+        val_y = _single(validation_data[1], "validation y")
+        if val_y is None:
+            raise InputError(
+                "fit(validation_data=...) has no labels (y_val is None); pass "
+                "(x_val, y_val)."
+            )
+        val_x, val_y = np.asarray(val_x), np.asarray(val_y)
+        if len(val_x) == 0:
+            raise InputError("fit(validation_data=...) holds no images.")
+        images, labels = val_x, val_y
+        checks.check_label_array(val_y, len(val_x), "validation_data labels")
+        validation_data = (val_x, val_y) + tuple(validation_data[2:])
+    elif is_tf_dataset(validation_data) or isinstance(validation_data, PyDataset):
+        if is_tf_dataset(validation_data):
+            checks.check_labeled_spec(validation_data.element_spec, spec_name)
+            first = _first_of_dataset(validation_data)
+        else:
+            first = keras_tree_numpy(validation_data[0]) if len(validation_data) else None
+        if first is None:
+            raise InputError(f"{spec_name} yields nothing.")
+        images, rest = _split(first)
+        if not rest:
+            raise InputError(
+                f"{spec_name} yields images only; validation needs (images, labels)."
+            )
+        labels = rest[0]
+        name = "validation_data (first batch)"
     else:
-        x, rest = element, ()
-    return x, rest
-
-
-def _as_float(images):
-    return tf.cast(images, "float32")
-
-
-def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False):
-    """Map every augmented view over a (zipped) dataset, in parallel.
-
-    Args:
-        dataset: `zip((labeled, unlabeled))` when `zipped`, where labeled
-            batches are `x` or `(x, y[, sample_weight])` and unlabeled batches
-            are images (or `(images, labels)` for monitoring); else a labeled
-            dataset alone (supervised training).
-        views: dict `{name: callable}` producing each unlabeled view.
-        labeled_view: callable applied to labeled images, or None.
-        zipped: whether `dataset` carries an unlabeled stream.
-        on_device: make no view here: yield the raw float32 batches as
-            `{"labeled": x, "unlabeled": u}`; the training step augments them.
-
-    Returns:
-        A dataset of `({"labeled": x, view: ..., ...}, y[, sample_weight])`.
-    """
-    if on_device:
-        views, labeled_view = {UNLABELED: _as_float}, None
-
-    def augment_labeled(x):
-        x = _as_float(x)
-        return labeled_view(x, training=True) if labeled_view is not None else x
-
-    if not zipped:
-
-        def combine(*element):
-            x, rest = _split(element if len(element) > 1 else element[0])
-            return ({LABELED: augment_labeled(x)},) + rest
-
-    else:
-
-        def combine(lab, unl):
-            x, rest = _split(lab)
-            inputs = {LABELED: augment_labeled(x)}
-            if isinstance(unl, (tuple, list)):
-                unl, inputs[UNLABELED_LABELS] = unl
-            unl = _as_float(unl)
-            for name, view in views.items():
-                inputs[name] = view(unl) if on_device else view(unl, training=True)
-            return (inputs,) + rest
-
-    autotune = tf.data.AUTOTUNE
-    return dataset.map(combine, num_parallel_calls=autotune).prefetch(autotune)
+        raise InputError(
+            "fit(validation_data=...) must be (x_val, y_val), a tf.data.Dataset or a "
+            f"keras.utils.PyDataset; received {type(validation_data).__name__}."
+        )
+    images = checks.numpy(images)
+    checks.check_images(images, name)
+    checks.check_same_image_shape(images.shape[1:], x_sample.shape[1:], name)
+    _check_range_of(checks.PixelStats(images, name), value_range, labeled_stats)
+    return validation_data, checks.numpy(labels)
 
 
 class ArraySource(PyDataset):

@@ -7,6 +7,7 @@ compositions of these functions: masking, pseudo-labelling, consistency and
 schedules. All of them compute in float32, whatever the model's dtype policy.
 """
 
+import keras
 from keras import ops
 
 
@@ -130,3 +131,45 @@ def align_distribution(probs, model_marginal, target_marginal=None):
         ratio = ratio * _f32(target_marginal)
     aligned = probs * ratio
     return aligned / ops.sum(aligned, axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ClassificationCrossentropy(keras.losses.Loss):
+    """Cross-entropy for integer, one-hot or soft labels alike.
+
+    The loss `SemiSupervisedModel.compile(loss=None)` picks: labels of
+    shape `(batch,)` or `(batch, 1)` are class indices (sparse
+    cross-entropy), labels of shape `(batch, classes)` are one-hot or
+    soft targets (categorical cross-entropy). The choice is made from the
+    labels' static rank, once per traced step.
+
+    Example:
+
+    ```python
+    loss = keras_ssl.losses.ClassificationCrossentropy(from_logits=True)
+    loss(np.array([2]), logits)            # integer labels
+    loss(np.array([[0., 0., 1.]]), logits)  # one-hot labels, same value
+    ```
+
+    Args:
+        from_logits: whether the model outputs logits (True) or
+            probabilities (False).
+    """
+
+    def __init__(self, from_logits=True, name="classification_crossentropy",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.from_logits = bool(from_logits)
+
+    def call(self, y_true, y_pred):
+        shape = tuple(y_true.shape)
+        if len(shape) == len(y_pred.shape) and shape[-1] not in (None, 1):
+            return keras.losses.categorical_crossentropy(
+                ops.cast(y_true, y_pred.dtype), y_pred, from_logits=self.from_logits
+            )
+        return keras.losses.sparse_categorical_crossentropy(
+            y_true, y_pred, from_logits=self.from_logits
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits}

@@ -9,13 +9,12 @@ distribution stay Keras's own.
 """
 
 import contextlib
-import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_ssl import augment, data, losses, validation
+from keras_ssl import _compat, augment, checks, data, losses
 from keras_ssl.algorithms import FixMatch
 from keras_ssl.algorithms.base import Algorithm
 
@@ -93,8 +92,14 @@ class SemiSupervisedModel(keras.Model):
         unlabeled_ratio: integer >= 1; unlabeled images per labeled image in
             a batch. Default 7 (FixMatch's mu).
         value_range: pixel range of the images: `"uint8"`/(0, 255),
-            `"unit"`/(0, 1), `"symmetric"`/(-1, 1), or None to infer it from the
-            first labeled batch. Augmentation keeps values in this range.
+            `"unit"`/(0, 1), `"symmetric"`/(-1, 1), a `(low, high)` pair, or
+            None (default) to infer it from the labeled images where they
+            clearly are one of the three. A declared range is checked against
+            the data. Images in any other range (standardized,
+            `preprocess_input`-ed) are refused when the views need a range
+            (FixMatch's strong view); put the normalization inside the model
+            and pass raw pixels. The range a model trained with stays: a
+            later `fit` on another range is refused.
         outputs: `"logits"`, `"probabilities"` or `"auto"` (default: a final
             softmax means probabilities).
         augment_labeled: apply the algorithm's weak view to labeled images
@@ -115,8 +120,8 @@ class SemiSupervisedModel(keras.Model):
                  outputs="auto", augment_labeled=True, ema_teacher=None,
                  augment_on_device=False, **kwargs):
         super().__init__(**kwargs)
-        validation.check_wrapped_model(model)
-        validation.check_unlabeled_ratio(unlabeled_ratio)
+        checks.check_wrapped_model(model)
+        checks.check_unlabeled_ratio(unlabeled_ratio)
         algorithm = FixMatch(threshold=0.8) if algorithm is None else algorithm
         if not isinstance(algorithm, Algorithm):
             raise TypeError(
@@ -206,22 +211,18 @@ class SemiSupervisedModel(keras.Model):
             num_classes = int(spec.shape[-1])
         variables = list(self.algorithm.build(num_classes) or [])
         if variables:
-            self._tracker.unlock()
-            self.algorithm_variables = variables
-            self._tracker.lock()
+            _compat.track_variables(self, "algorithm_variables", variables)
 
     def _build_teacher(self):
         if self.ema_teacher is None or self.teacher_weights:
             return
-        self._tracker.unlock()
-        self.teacher_weights = [
+        _compat.track_variables(self, "teacher_weights", [
             keras.Variable(
                 ops.copy(v.value), trainable=False, name=f"teacher_{v.name}",
                 aggregation="mean",
             )
             for v in self.model.trainable_variables
-        ]
-        self._tracker.lock()
+        ])
 
     def enable_teacher(self, decay=0.999, warmup=True):
         """Keep an EMA teacher of the wrapped model's trainable weights.
@@ -281,7 +282,7 @@ class SemiSupervisedModel(keras.Model):
         if not views:
             return {}
         parts = [ops.cast(x[v], "float32") for v in views]
-        kwargs = {"training": True} if self.model._call_has_training_arg else {}
+        kwargs = {"training": True} if _compat.call_has_training_arg(self.model) else {}
         outputs, _ = self.model.stateless_call(
             [w.value for w in self.teacher_weights],
             [v.value for v in self.model.non_trainable_variables],
@@ -359,13 +360,14 @@ class SemiSupervisedModel(keras.Model):
     # ------------------------------------------------------------- compile
 
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
-        """As `keras.Model.compile`; `loss=None` picks sparse cross-entropy.
+        """As `keras.Model.compile`; `loss=None` picks the cross-entropy.
 
-        The default loss matches the wrapped model's outputs (logits or
-        probabilities) and integer labels.
+        The default loss, `keras_ssl.losses.ClassificationCrossentropy`,
+        matches the wrapped model's outputs (logits or probabilities) and
+        takes integer, one-hot or soft labels.
         """
         if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=self.from_logits)
+            loss = losses.ClassificationCrossentropy(from_logits=self.from_logits)
         self._jit_requested = kwargs.get("jit_compile", "auto")
         if self._jit_requested is True:
             self._check_jit_with_device_views()
@@ -388,7 +390,7 @@ class SemiSupervisedModel(keras.Model):
         # reduced with strategy.reduce("MEAN"), which MultiWorkerMirroredStrategy
         # cannot do for a nested (dict) batch such as ours. One replica's batch
         # has all the build needs (its shapes and dtypes).
-        strategy = getattr(self, "_distribute_strategy", None)
+        strategy = _compat.distribute_strategy(self)
         if keras.backend.backend() == "tensorflow" and strategy and iterator is not None:
             import tensorflow as tf
 
@@ -412,20 +414,33 @@ class SemiSupervisedModel(keras.Model):
             validation_freq=1, unlabeled=None, unlabeled_labels=None):
         """As `keras.Model.fit`, plus unlabeled images.
 
+        Everything is read and checked before the first step (and before any
+        keras-ssl state of the model changes): a case keras-ssl cannot train
+        on raises `keras_ssl.InputError` (docs/bad_inputs.md).
+
         Args:
             x, y, sample_weight, class_weight, batch_size, shuffle: the labeled
-                data, in any form `keras.Model.fit` takes. `x` may also be
+                data: numpy arrays, a `tf.data.Dataset` of `(images, labels[,
+                sample_weights])` batches (e.g. from
+                `keras.utils.image_dataset_from_directory`), a
+                `keras.utils.PyDataset` or a Python generator of such batches.
+                Labels are class indices, or one-hot / soft labels of shape
+                `(batch, classes)`. `x` may also be
                 `tf.data.Dataset.zip((labeled, unlabeled))` of batched
                 datasets, with `unlabeled=None`.
-            unlabeled: unlabeled images: a numpy array, a `tf.data.Dataset` of
-                images (batched or not) or a `keras.utils.PyDataset`. None
+            unlabeled: unlabeled images in the same pixel range as `x`: a
+                numpy array, a `tf.data.Dataset` of images (batched or not,
+                e.g. `image_dataset_from_directory(..., labels=None)`), a
+                `keras.utils.PyDataset` or a generator of image batches. None
                 trains supervised only. They are shuffled, repeated and
                 batched at `unlabeled_ratio * batch_size`.
             unlabeled_labels: optional ground truth of `unlabeled` (numpy
                 array), used only to report `pseudo_label_accuracy`; it never
                 reaches the loss.
             validation_split: for array inputs, the last fraction of the
-                labeled data is held out, as Keras does.
+                labeled arrays is held out (before shuffling), as Keras does.
+            validation_data: `(x_val, y_val)`, a dataset or a `PyDataset`;
+                checked like the training data (shape, range, labels).
             Other arguments are passed to `keras.Model.fit` unchanged; an
             epoch is one pass over the labeled data unless `steps_per_epoch`
             is given (the labeled data then repeats as needed).
@@ -433,122 +448,134 @@ class SemiSupervisedModel(keras.Model):
         Returns:
             A `keras.callbacks.History`.
         """
-        if validation_split and validation_data is None:
-            (x, y, sample_weight), validation_data = _split_for_validation(
-                x, y, sample_weight, validation_split
-            )
-        with _distribution_scope(self):
-            # Under tf.distribute, state built here (the wrapped model, the
-            # teacher, on-device view layers) must be mirrored variables.
-            dataset = self.make_train_dataset(
-                x, y, sample_weight=sample_weight, batch_size=batch_size,
-                unlabeled=unlabeled, unlabeled_labels=unlabeled_labels,
-                shuffle=shuffle, class_weight=class_weight,
-                steps_per_epoch=steps_per_epoch,
-            )
+        inputs = self._read(
+            x, y, sample_weight=sample_weight, batch_size=batch_size,
+            unlabeled=unlabeled, unlabeled_labels=unlabeled_labels, shuffle=shuffle,
+            class_weight=class_weight, steps_per_epoch=steps_per_epoch, epochs=epochs,
+            initial_epoch=initial_epoch, validation_split=validation_split,
+            validation_data=validation_data, validation_steps=validation_steps,
+            validation_freq=validation_freq,
+        )
+        dataset = self._prepare(inputs)
+        callbacks = list(callbacks or [])
+        if inputs.guard is not None:
+            callbacks.append(data.SkipReport(inputs.guard))
         return super().fit(
             dataset, epochs=epochs, verbose=verbose, callbacks=callbacks,
-            validation_data=validation_data, initial_epoch=initial_epoch, shuffle=False,
-            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps,
+            validation_data=inputs.validation_data, initial_epoch=initial_epoch,
+            shuffle=False, steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
             validation_batch_size=validation_batch_size, validation_freq=validation_freq,
         )
 
     def make_train_dataset(self, x, y=None, sample_weight=None, batch_size=None,
                            unlabeled=None, unlabeled_labels=None, shuffle=True,
                            class_weight=None, steps_per_epoch=None):
-        """Check the inputs and build the zipped, augmented `tf.data` source.
+        """Read and check the inputs, prepare the model, return the training source.
 
-        With `augment_on_device=True` the source carries raw batches, and
+        What `fit` does before `keras.Model.fit`, for code that drives
+        training itself (benchmarks, custom loops): the zipped, augmented
+        `tf.data` source of `({"labeled": x, view: ...}, y[, sample_weight])`
+        batches; with `augment_on_device=True` it carries raw batches, and
         without TensorFlow it is a `data.ArraySource` over numpy arrays.
-        Also builds the model's state (wrapped model, teacher) so that every
-        check runs before the first training step.
         """
-        validation.check_fit_arguments(self, x, y, unlabeled, unlabeled_labels)
-        if batch_size is None and not data.is_zipped(x):
-            batch_size = 32
-        zipped = data.is_zipped(x)
-        if zipped and unlabeled is not None:
-            raise ValueError(
-                "fit() received a zipped (labeled, unlabeled) dataset as `x` and "
-                "also `unlabeled=`. Pass the unlabeled images one way only."
-            )
-        # Without TensorFlow, numpy arrays feed the step through a PyDataset.
-        array_feed = not zipped and not data.tensorflow_available()
-        if zipped:
-            labeled = x.map(lambda lab, unl: lab)
-        else:
-            validation.check_labeled_arrays(x, y, batch_size)
-        if array_feed:
-            self._check_array_feed(x, y, unlabeled, class_weight)
-            first = (np.asarray(x)[:batch_size], np.asarray(y)[:batch_size])
-        else:
-            if not zipped:
-                labeled = data.labeled_dataset(
-                    x, y, sample_weight, batch_size, shuffle, class_weight,
-                    steps_per_epoch,
-                )
-            first = next(iter(labeled.take(1)))
-        x_sample, rest = data._split(first)
-        x_sample = np.asarray(x_sample)
-        y_sample = np.asarray(rest[0]) if rest else None
-        validation.check_images(x_sample, "x (labeled images)")
-        if self.value_range is None:
-            self.value_range = data.infer_value_range(x_sample)
-        validation.check_value_range(x_sample, self.value_range, "x (labeled images)")
-        self._ensure_built(x_sample)
-        validation.check_outputs(self, x_sample, y_sample, labels=None if zipped else y)
+        inputs = self._read(
+            x, y, sample_weight=sample_weight, batch_size=batch_size,
+            unlabeled=unlabeled, unlabeled_labels=unlabeled_labels, shuffle=shuffle,
+            class_weight=class_weight, steps_per_epoch=steps_per_epoch,
+        )
+        return self._prepare(inputs)
 
-        if self.augment_on_device:
-            # Made once: the tracked layers (and their seed state) stay.
-            self._build_device_views(x_sample)
-        else:
-            self._augmentations = self._make_views()
-        views = self._augmentations.views
-        labeled_view = self._augmentations.labeled_view
-
-        if zipped:
-            validation.check_zipped_unlabeled(x, x_sample, self.value_range)
-            source = x
-        elif unlabeled is not None:
-            u_batch = self.unlabeled_ratio * int(x_sample.shape[0])
-            validation.check_unlabeled(
-                unlabeled, x_sample, self.value_range, labels=unlabeled_labels,
-                unlabeled_batch=u_batch,
+    def _read(self, x, y=None, **kwargs):
+        """Step 1: read and check every input (`keras_ssl.data.read`)."""
+        checks.check_compiled(getattr(self, "compiled", False))
+        array_feed = not data.tensorflow_available()
+        if array_feed and not self.augment_on_device:
+            raise checks.InputError(
+                "TensorFlow is not installed, so keras-ssl cannot build its tf.data "
+                "pipeline. Pass SemiSupervisedModel(..., augment_on_device=True) to "
+                "feed numpy arrays and make the views in the training step, or "
+                "install tensorflow."
             )
-            if array_feed:
-                source = data.ArraySource(
-                    x, y, sample_weight, batch_size, unlabeled, u_batch,
-                    unlabeled_labels, shuffle, steps_per_epoch,
-                )
+        if array_feed and kwargs.get("class_weight") is not None:
+            raise checks.InputError(
+                "Without TensorFlow, fit(class_weight=...) is not supported; pass "
+                "sample_weight= instead."
+            )
+        return data.read(
+            x, y, unlabeled_ratio=self.unlabeled_ratio, array_feed=array_feed,
+            value_range=self.value_range,
+            **kwargs,
+        )
+
+    def _prepare(self, inputs):
+        """Step 2: prepare the model from the first labeled batch, then the views.
+
+        Checks the wrapped model's outputs, the loss and the labels (training,
+        class weights, validation) on one forward pass; only when every check
+        has passed does keras-ssl state change (range, teacher, algorithm
+        state, views, reported metrics). Returns the training source.
+        """
+        x_sample, y_sample = inputs.x_sample, inputs.y_sample
+        with _distribution_scope(self):
+            if not self.model.built:
+                self.model(ops.convert_to_tensor(x_sample[:1].astype("float32")))
+            outputs = self.model(x_sample[:2].astype("float32"), training=False)
+        outputs = outputs if isinstance(outputs, (dict, list, tuple)) else (
+            ops.convert_to_numpy(outputs))
+        num_classes, looks_like_probs = checks.check_outputs(
+            outputs, self.outputs, _ends_with_softmax(self.model)
+        )
+        loss = checks.single_loss(getattr(self, "loss", None))
+        checks.check_loss(loss, self.from_logits, self.outputs, looks_like_probs)
+        labels = inputs.labels if inputs.labels is not None else y_sample
+        checks.check_labels(labels, loss, num_classes)
+        if inputs.class_weight is not None:
+            checks.check_class_weight(inputs.class_weight, num_classes)
+        if inputs.validation_labels is not None:
+            checks.check_labels(inputs.validation_labels, loss, num_classes,
+                                "validation_data labels")
+        checks.check_loss_value(loss, y_sample[:2], outputs)
+        value_range = inputs.value_range
+        views = self._make_views(value_range, inputs.has_unlabeled)
+        if value_range is None and any(
+            augment.needs_value_range(view)
+            for view in list(views.views.values()) + [views.labeled_view]
+        ):
+            raise checks.unknown_range_error(inputs.stats)
+
+        # Every check passed: from here on, state changes.
+        self.value_range = value_range
+        if inputs.guard is not None:
+            inputs.guard.num_classes.assign(num_classes)
+        with _distribution_scope(self):
+            # Under tf.distribute, state built here (the teacher, the
+            # algorithm's variables, on-device view layers) is mirrored.
+            self._ensure_built(x_sample)
+            if self.augment_on_device:
+                self._build_device_views(x_sample)  # once: the layers stay
             else:
-                stream = data.unlabeled_dataset(
-                    unlabeled, u_batch, x_sample.ndim, labels=unlabeled_labels
-                )
-                source = keras_zip(labeled, stream)
-        elif array_feed:
-            source = data.ArraySource(
-                x, y, sample_weight, batch_size, shuffle=shuffle,
-                steps_per_epoch=steps_per_epoch,
-            )
-        else:
-            source = labeled
-        has_unlabeled = zipped or unlabeled is not None
+                self._augmentations = views
         self._reported = set(SSL_METRICS)
-        if has_unlabeled:
+        if inputs.has_unlabeled:
             self._reported |= set(self.algorithm.metric_names)
-            if unlabeled_labels is not None:
+            if inputs.has_unlabeled_labels:
                 self._reported.add("pseudo_label_accuracy")
-        if array_feed:
-            return source
-        return data.attach_views(source, views, labeled_view, zipped=has_unlabeled,
-                                 on_device=self.augment_on_device)
+        if isinstance(inputs.source, data.ArraySource):
+            return inputs.source
+        return augment.attach_views(
+            inputs.source, self._augmentations.views, self._augmentations.labeled_view,
+            zipped=inputs.has_unlabeled, on_device=self.augment_on_device,
+        )
 
-    def _make_views(self):
-        views = self.algorithm.build_views(self.value_range)
+    def _make_views(self, value_range=None, with_unlabeled=True):
+        """The algorithm's views (only those used), and the labeled view."""
+        views = self.algorithm.build_views(value_range or self.value_range or (0.0, 1.0))
         needed = tuple(self.algorithm.views) + tuple(self.algorithm.teacher_views)
         views = {name: views[name] for name in needed}
         labeled_view = views[needed[0]] if (self.augment_labeled and needed) else None
-        return _Untracked(views=views, labeled_view=labeled_view)
+        return _Untracked(views=views if with_unlabeled else {}, labeled_view=labeled_view,
+                          all_views=views)
 
     def _build_device_views(self, x_sample=None):
         """Make the views once and track their layers as model state.
@@ -559,7 +586,9 @@ class SemiSupervisedModel(keras.Model):
         """
         if self._augmentations.views is not None:
             return
-        self._augmentations = self._make_views()
+        made = self._make_views()
+        self._augmentations = _Untracked(views=made.all_views,
+                                         labeled_view=made.labeled_view)
         layers = []
         for view in self._augmentations.views.values():
             if isinstance(view, keras.layers.Layer) and all(v is not view for v in layers):
@@ -569,13 +598,11 @@ class SemiSupervisedModel(keras.Model):
                 # Keras marks RandomTranslation & co. as not XLA-safe (true
                 # for TensorFlow); under JAX they run inside jax.jit, and
                 # leaving the flag would silently turn the step's jit off.
-                for sublayer in layer._flatten_layers():
+                for sublayer in _compat.flatten_layers(layer):
                     sublayer.supports_jit = True
             if x_sample is not None and not layer.built:
                 layer(ops.cast(np.asarray(x_sample)[:1], "float32"), training=True)
-        self._tracker.unlock()
-        self.view_layers = layers
-        self._tracker.lock()
+        _compat.track_variables(self, "view_layers", layers)
         if (
             keras.backend.backend() == "tensorflow"
             and self.compiled
@@ -586,29 +613,7 @@ class SemiSupervisedModel(keras.Model):
             self.jit_compile = False  # XLA cannot compile them on TensorFlow
             self.train_function = None
 
-    def _check_array_feed(self, x, y, unlabeled, class_weight):
-        if not self.augment_on_device:
-            raise validation.InputError(
-                "TensorFlow is not installed, so keras-ssl cannot build its tf.data "
-                "pipeline. Pass SemiSupervisedModel(..., augment_on_device=True) to "
-                "feed numpy arrays and make the views in the training step, or "
-                "install tensorflow."
-            )
-        for name, value in (("x", x), ("y", y), ("unlabeled", unlabeled)):
-            if value is not None and not isinstance(value, np.ndarray):
-                raise validation.InputError(
-                    f"Without TensorFlow, fit({name}=...) must be a numpy array; "
-                    f"received {type(value).__name__}."
-                )
-        if class_weight is not None:
-            raise validation.InputError(
-                "Without TensorFlow, fit(class_weight=...) is not supported; pass "
-                "sample_weight= instead."
-            )
-
     def _ensure_built(self, x_sample):
-        if not self.model.built:
-            self.model(x_sample[:1])
         if not self.built:
             self.build(x_sample.shape)
         else:
@@ -710,16 +715,12 @@ class SemiSupervisedModel(keras.Model):
 
 def _replica_share(value):
     """`value / replicas` under tf.distribute (as Keras scales its losses), else `value`."""
-    from keras.src.losses.loss import scale_loss_for_distribution
-
-    return scale_loss_for_distribution(value)
+    return _compat.scale_loss_for_distribution(value)
 
 
 def _replica_total(value):
     """Undo `_replica_share`: the per-replica mean of a Keras-scaled loss."""
-    from keras.src.losses.loss import unscale_loss_for_distribution
-
-    return unscale_loss_for_distribution(value)
+    return _compat.unscale_loss_for_distribution(value)
 
 
 def _for_multi_worker(model, logs):
@@ -732,14 +733,14 @@ def _for_multi_worker(model, logs):
     mean over all replicas of all workers; the epoch logs come from the
     metrics themselves and are unchanged.
     """
-    strategy = getattr(model, "_distribute_strategy", None)
+    strategy = _compat.distribute_strategy(model)
     if keras.backend.backend() != "tensorflow" or strategy is None:
         return logs
     import tensorflow as tf
 
     if not (
         isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        and strategy.extended._in_multi_worker_mode()
+        and _compat.in_multi_worker_mode(strategy)
     ):
         return logs
     return keras.tree.map_structure(
@@ -756,22 +757,3 @@ def _distribution_scope(model):
     return strategy.scope()
 
 
-def keras_zip(labeled, unlabeled):
-    import tensorflow as tf
-
-    return tf.data.Dataset.zip((labeled, unlabeled))
-
-
-def _split_for_validation(x, y, sample_weight, validation_split):
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    if not all(isinstance(a, np.ndarray) or a is None for a in (x, y, sample_weight)):
-        raise ValueError(
-            "fit(validation_split=...) is only supported for numpy array inputs; "
-            "pass validation_data=(x_val, y_val) instead."
-        )
-    warnings.filterwarnings("ignore", message=".*validation_split.*")
-    (x, y, sample_weight), val = data_adapter_utils.train_validation_split(
-        (x, y, sample_weight), validation_split=validation_split
-    )
-    return (x, y, sample_weight), val
