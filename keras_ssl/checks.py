@@ -517,6 +517,31 @@ def check_unlabeled_spec(spec, image_rank, name="unlabeled"):
 # ------------------------------------------------ outputs, labels, loss
 
 
+def check_model_input(expected, received):
+    """The labeled images' shape against the wrapped model's input shape."""
+    if expected is None:
+        return
+    expected, received = tuple(expected), tuple(received)
+    if len(expected) != len(received) or any(
+        e is not None and e != r for e, r in zip(expected, received)
+    ):
+        raise InputError(
+            f"The labeled images have shape {received} but the wrapped model takes "
+            f"images of shape {expected}. Resize them (image_size= in "
+            "image_dataset_from_directory, or a keras.layers.Resizing layer at the "
+            "start of the model), or build the model for this shape."
+        )
+
+
+def model_failure(error, shape):
+    """An `InputError` for a wrapped model that fails on the first labeled batch."""
+    return InputError(
+        f"The wrapped model fails on the first labeled images (shape {tuple(shape)}): "
+        f"{_first_line(error)}. Check that the model takes images of this shape "
+        "and returns (batch, classes) scores."
+    )
+
+
 def check_outputs(outputs, outputs_mode, ends_with_softmax):
     """One forward pass on the first labeled images: shape, NaN, logits or not.
 

@@ -716,16 +716,20 @@ def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u
         checks.check_unlabeled_labels(labels, count)
     guard = guard if guard is not None else StreamGuard(value_range)
     images = _unbatched_images(unlabeled, kind, image_rank)
-    if labels is None:
-        images = images.filter(guard.keep_unlabeled)
-    return _shuffled_batches(images, labels, u_batch), guard
+    return _shuffled_batches(images, labels, u_batch, guard), guard
 
 
-def _shuffled_batches(images, labels, batch_size, shuffle_buffer=10000):
-    """Unlabeled images: shuffled, repeated forever, batched, dropping remainders."""
+def _shuffled_batches(images, labels, batch_size, guard=None, shuffle_buffer=10000):
+    """Unlabeled images: guarded, shuffled, repeated forever, batched (full batches)."""
     if labels is not None:
-        labels = tf.data.Dataset.from_tensor_slices(np.asarray(labels).reshape(-1))
-        images = tf.data.Dataset.zip((images, labels))
+        labels = tf.data.Dataset.zip(
+            (images, tf.data.Dataset.from_tensor_slices(np.asarray(labels).reshape(-1)))
+        )
+        if guard is not None:  # drop an image and its label together
+            labels = labels.filter(lambda image, label: guard.keep_unlabeled(image))
+        images = labels
+    elif guard is not None:
+        images = images.filter(guard.keep_unlabeled)
     dataset = images.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
     return dataset.repeat().batch(batch_size, drop_remainder=True)
 

@@ -517,10 +517,17 @@ class SemiSupervisedModel(keras.Model):
         state, views, reported metrics). Returns the training source.
         """
         x_sample, y_sample = inputs.x_sample, inputs.y_sample
-        with _distribution_scope(self):
-            if not self.model.built:
-                self.model(ops.convert_to_tensor(x_sample[:1].astype("float32")))
-            outputs = self.model(x_sample[:2].astype("float32"), training=False)
+        model_inputs = getattr(self.model, "inputs", None)
+        checks.check_model_input(
+            tuple(model_inputs[0].shape[1:]) if model_inputs else None, x_sample.shape[1:]
+        )
+        try:
+            with _distribution_scope(self):
+                if not self.model.built:
+                    self.model(ops.convert_to_tensor(x_sample[:1].astype("float32")))
+                outputs = self.model(x_sample[:2].astype("float32"), training=False)
+        except Exception as error:  # noqa: BLE001 - any failure is reported alike
+            raise checks.model_failure(error, x_sample.shape[1:]) from None
         outputs = outputs if isinstance(outputs, (dict, list, tuple)) else (
             ops.convert_to_numpy(outputs))
         num_classes, looks_like_probs = checks.check_outputs(

@@ -176,9 +176,9 @@ class _Steps(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
-def test_terminate_on_nan_stops_the_ssl_step():
+def test_nan_further_down_the_unlabeled_stream_never_reaches_the_loss():
     # The first 64 unlabeled images (what the input checks look at) are clean;
-    # the rest are NaN, and the shuffled stream brings them in at once.
+    # the rest are NaN: the stream guard drops them and says so.
     x, y, _ = _data()
     clean = np.random.default_rng(1).uniform(0, 1, (64, 8, 8, 1)).astype("float32")
     stream = tf.data.Dataset.from_tensor_slices(
@@ -190,7 +190,29 @@ def test_terminate_on_nan_stops_the_ssl_step():
     )
     ssl.compile(optimizer="adam")
     steps = _Steps()
-    ssl.fit(x, y, unlabeled=stream, batch_size=8, epochs=5, steps_per_epoch=4, verbose=0,
+    with pytest.warns(UserWarning, match=r"keras-ssl skipped 0 labeled examples and \d+ "
+                                         r"unlabeled images during epoch 1"):
+        ssl.fit(x, y, unlabeled=stream, batch_size=8, epochs=5, steps_per_epoch=4,
+                verbose=0, callbacks=[keras.callbacks.TerminateOnNaN(), steps])
+    assert len(steps.losses) == 20 and np.isfinite(steps.losses).all()
+    assert all(np.isfinite(w).all() for w in ssl.model.get_weights())
+
+
+def test_terminate_on_nan_stops_the_ssl_step():
+    # A NaN made inside the step (here by a custom strong view, which keras-ssl
+    # does not guard) stops training through Keras's own TerminateOnNaN.
+    x, y, u = _data()
+    keras.utils.set_random_seed(0)
+
+    def poisoned(images, training=True):
+        return images * float("nan")
+
+    ssl = keras_ssl.SemiSupervisedModel(
+        _classifier(), keras_ssl.FixMatch(weak=_same, strong=poisoned), unlabeled_ratio=2
+    )
+    ssl.compile(optimizer="adam")
+    steps = _Steps()
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=5, steps_per_epoch=4, verbose=0,
             callbacks=[keras.callbacks.TerminateOnNaN(), steps])
     assert np.isnan(steps.losses[-1])
     assert len(steps.losses) < 20  # stopped early
