@@ -73,7 +73,7 @@ def test_epochs_zero_trains_nothing_and_initial_epoch_counts():
 
 def test_class_weight_is_applied():
     plain, ones, heavy = _ssl(), _ssl(), _ssl()
-    kwargs = dict(batch_size=8, epochs=2, shuffle=False, verbose=0)
+    kwargs = {"batch_size": 8, "epochs": 2, "shuffle": False, "verbose": 0}
     plain.fit(X, Y, **kwargs)
     ones.fit(X, Y, class_weight={c: 1.0 for c in range(4)}, **kwargs)
     heavy.fit(X, Y, class_weight={0: 20.0, 1: 1.0, 2: 1.0, 3: 1.0}, **kwargs)
@@ -82,7 +82,7 @@ def test_class_weight_is_applied():
 
 
 def test_zero_sample_weight_removes_examples():
-    kwargs = dict(batch_size=8, epochs=2, shuffle=False, verbose=0)
+    kwargs = {"batch_size": 8, "epochs": 2, "shuffle": False, "verbose": 0}
     weights = (Y != 3).astype("float32")
     relabeled = np.where(Y == 3, 0, Y)  # what those examples say must not matter
     a, b, c = _ssl(), _ssl(), _ssl()
@@ -94,7 +94,7 @@ def test_zero_sample_weight_removes_examples():
 
 
 def test_one_hot_and_integer_labels_train_alike_with_the_default_loss():
-    kwargs = dict(batch_size=8, epochs=2, shuffle=False, verbose=0)
+    kwargs = {"batch_size": 8, "epochs": 2, "shuffle": False, "verbose": 0}
     sparse, dense = _ssl(), _ssl()
     sparse.fit(X, Y, **kwargs)
     dense.fit(X, keras.utils.to_categorical(Y, 4), **kwargs)
