@@ -28,6 +28,7 @@ import sys
 import types
 import warnings
 
+import keras
 import numpy as np
 from keras.utils import PyDataset
 
@@ -209,33 +210,33 @@ class StreamGuard:
         return int(self.labeled.numpy()), int(self.unlabeled.numpy())
 
 
-class SkipReport:
-    """Keras callback: warns at each epoch end about what `StreamGuard` skipped."""
+class SkipReport(keras.callbacks.Callback):
+    """Warns at each epoch end about what a `StreamGuard` skipped in it.
 
-    def __new__(cls, guard):
-        import keras
+    `SemiSupervisedModel.fit` adds it when a stream is guarded.
 
-        class _Report(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seen = (0, 0)
+    Args:
+        guard: the `StreamGuard` of the run's streams.
+    """
 
-            def on_epoch_end(self, epoch, logs=None):
-                labeled, unlabeled = guard.counts()
-                new = (labeled - self.seen[0], unlabeled - self.seen[1])
-                self.seen = (labeled, unlabeled)
-                if any(new):
-                    warnings.warn(
-                        f"keras-ssl skipped {new[0]} labeled examples and {new[1]} "
-                        f"unlabeled images during epoch {epoch + 1}: NaN or Inf "
-                        "values, pixels outside value_range "
-                        f"{guard.value_range}, or labels outside the model's classes, "
-                        "found in a stream after its first batch (which is checked "
-                        "before training). Clean the data to silence this.",
-                        stacklevel=2,
-                    )
+    def __init__(self, guard):
+        super().__init__()
+        self.guard = guard
+        self.seen = (0, 0)
 
-        return _Report()
+    def on_epoch_end(self, epoch, logs=None):
+        labeled, unlabeled = self.guard.counts()
+        new = (labeled - self.seen[0], unlabeled - self.seen[1])
+        self.seen = (labeled, unlabeled)
+        if any(new):
+            warnings.warn(
+                f"keras-ssl skipped {new[0]} labeled examples and {new[1]} unlabeled "
+                f"images during epoch {epoch + 1}: NaN or Inf values, pixels outside "
+                f"value_range {self.guard.value_range}, or labels outside the model's "
+                "classes, found in a stream after its first batch (which is checked "
+                "before training). Clean the data to silence this.",
+                stacklevel=2,
+            )
 
 
 # -------------------------------------------------------------- reading
@@ -273,8 +274,6 @@ def _first_of_dataset(dataset):
 
 
 def keras_tree_numpy(element):
-    import keras
-
     return keras.tree.map_structure(checks.numpy, element)
 
 

@@ -210,41 +210,34 @@ def test_ema_update_endpoints(average, value):
 # ------------------------------------------------------ FreeMatch estimates
 
 
-def _has(name):
-    return hasattr(losses, name)
+
+@SETTINGS
+
+@given(_logits(bound=50.0), st.floats(0.0, 0.999), st.integers(1, 5))
+def test_confidence_estimates_stay_distributions(logits, momentum, updates):
+    classes = logits.shape[1]
+    tau = np.float32(1.0 / classes)
+    p = np.full(classes, 1.0 / classes, "float32")
+    probs = _np(losses.probabilities(logits))
+    for _ in range(updates):
+        tau, p = (_np(v) for v in losses.update_confidence_estimates(
+            tau, p, probs, np.float32(momentum)))
+    assert 1.0 / classes - 1e-5 <= tau <= 1.0 + 1e-5
+    assert np.all(p >= 0)
+    np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
+    thresholds = _np(losses.self_adaptive_thresholds(tau, p))
+    assert np.all(np.isfinite(thresholds))
+    assert np.all(thresholds >= 0) and np.all(thresholds <= tau * (1 + 1e-6))
+    np.testing.assert_allclose(thresholds.max(), tau, rtol=1e-6)
 
 
-if _has("update_confidence_estimates") and _has("self_adaptive_thresholds"):
+@SETTINGS
 
-    @SETTINGS
-
-    @given(_logits(bound=50.0), st.floats(0.0, 0.999), st.integers(1, 5))
-    def test_confidence_estimates_stay_distributions(logits, momentum, updates):
-        classes = logits.shape[1]
-        tau = np.float32(1.0 / classes)
-        p = np.full(classes, 1.0 / classes, "float32")
-        probs = _np(losses.probabilities(logits))
-        for _ in range(updates):
-            tau, p = (_np(v) for v in losses.update_confidence_estimates(
-                tau, p, probs, np.float32(momentum)))
-        assert 1.0 / classes - 1e-5 <= tau <= 1.0 + 1e-5
-        assert np.all(p >= 0)
-        np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-5)
-        thresholds = _np(losses.self_adaptive_thresholds(tau, p))
-        assert np.all(np.isfinite(thresholds))
-        assert np.all(thresholds >= 0) and np.all(thresholds <= tau * (1 + 1e-6))
-        np.testing.assert_allclose(thresholds.max(), tau, rtol=1e-6)
-
-
-if _has("align_distribution"):
-
-    @SETTINGS
-
-    @given(_logits(bound=50.0).flatmap(lambda z: st.tuples(
-        st.just(z), hnp.arrays(np.float32, z.shape[1], elements=st.floats(0.0, 1.0)))))
-    def test_aligned_distribution_is_a_distribution(drawn):
-        logits, marginal = drawn
-        probs = _np(losses.probabilities(logits))
-        aligned = _np(losses.align_distribution(probs, marginal))
-        assert np.all(np.isfinite(aligned)) and np.all(aligned >= 0)
-        np.testing.assert_allclose(aligned.sum(-1), 1.0, rtol=1e-5)
+@given(_logits(bound=50.0).flatmap(lambda z: st.tuples(
+    st.just(z), hnp.arrays(np.float32, z.shape[1], elements=st.floats(0.0, 1.0)))))
+def test_aligned_distribution_is_a_distribution(drawn):
+    logits, marginal = drawn
+    probs = _np(losses.probabilities(logits))
+    aligned = _np(losses.align_distribution(probs, marginal))
+    assert np.all(np.isfinite(aligned)) and np.all(aligned >= 0)
+    np.testing.assert_allclose(aligned.sum(-1), 1.0, rtol=1e-5)

@@ -102,11 +102,9 @@ def _same(images, training=True):
 
 
 def _algorithms():
-    algorithms = [keras_ssl.FixMatch(weak=_same, strong=_same),
-                  keras_ssl.MeanTeacher(view=_same)]
-    if hasattr(keras_ssl.algorithms, "FreeMatch"):
-        algorithms.append(keras_ssl.algorithms.FreeMatch(weak=_same, strong=_same))
-    return algorithms
+    return [keras_ssl.FixMatch(weak=_same, strong=_same),
+            keras_ssl.MeanTeacher(view=_same),
+            keras_ssl.FreeMatch(weak=_same, strong=_same)]
 
 
 def _fit_and_check(ssl, x, y, u, steps=2, batch_size=8, **kwargs):
