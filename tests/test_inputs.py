@@ -3,6 +3,7 @@ test_bad_input.py): validation_split, epochs, class and sample weights, label
 forms, generators, PyDatasets, folders of image files, and bad values found
 further down a stream."""
 
+import re
 import warnings
 
 import keras
@@ -192,7 +193,12 @@ def test_bad_values_further_down_streams_are_skipped():
         warnings.simplefilter("always")
         history = ssl.fit(labeled, unlabeled=unlabeled, epochs=2, verbose=0)
     messages = [str(w.message) for w in caught if "keras-ssl skipped" in str(w.message)]
-    assert len(messages) == 2 and "skipped 3 labeled examples" in messages[0]
+    assert len(messages) == 2  # one per epoch
+    # 3 bad labeled examples per pass (more where the backend reads ahead).
+    for message in messages:
+        labeled, unlabeled = map(int, re.findall(r"skipped (\d+) labeled examples and "
+                                                 r"(\d+) unlabeled", message)[0])
+        assert labeled >= 3 and unlabeled > 0
     assert np.isfinite(history.history["loss"]).all()
     assert all(np.isfinite(w).all() for w in _weights(ssl))
 
