@@ -39,14 +39,10 @@ def parse_method(spec):
 def make_algorithm(name, options, flip, steps):
     if name in ("supervised", "oracle", "supervised_equal_time"):
         return keras_ssl.FixMatch(flip=flip)  # only its weak view is used
-    if name == "fixmatch":
-        return keras_ssl.FixMatch(flip=flip, **options)
-    if name == "freematch":
-        return keras_ssl.FreeMatch(flip=flip, **options)
-    if name == "mean_teacher":
-        options.setdefault("rampup_steps", int(0.3 * steps))
-        return keras_ssl.MeanTeacher(flip=flip, **options)
-    raise SystemExit(f"unknown method {name!r}")
+    try:
+        return keras_ssl.algorithms.get(name, steps=steps, flip=flip, **options)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 class _StepTimer(keras.callbacks.Callback):

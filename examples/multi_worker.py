@@ -122,7 +122,7 @@ def train(args):
         ssl = keras_ssl.SemiSupervisedModel(
             model, keras_ssl.FixMatch(threshold=0.8, flip=False),
             unlabeled_ratio=args.ratio, value_range=(0, 1),
-            ema_teacher={"decay": 0.99},
+            ema_decay=0.99,
         )
         ssl.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
     history = ssl.fit(zipped(), epochs=1, steps_per_epoch=args.steps,

@@ -121,6 +121,17 @@ def check_compiled(compiled):
         )
 
 
+def check_ema_decay(decay, name="SemiSupervisedModel(ema_decay=...)"):
+    if isinstance(decay, bool) or not isinstance(
+        decay, (int, float, np.integer, np.floating)
+    ) or not 0.0 <= float(decay) < 1.0:
+        raise ValueError(
+            f"{name} must be a float in [0, 1); received {decay!r}. Typical values are "
+            "0.99 (runs of a few hundred steps) to 0.9999."
+        )
+    return float(decay)
+
+
 # ------------------------------------------------------- fit's counts
 
 

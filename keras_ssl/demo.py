@@ -59,10 +59,9 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
                  threshold=0.95, verbose=0, data=None):
     """Train one method on digits and return `{"accuracy", "seconds", ...}`.
 
-    `method` is "supervised", "fixmatch", "freematch" or "mean_teacher". All
-    methods share
-    the model, optimizer, labeled augmentation (translation, no flip) and
-    number of steps.
+    `method` is "supervised" or a name of `keras_ssl.algorithms.names()`
+    (built with `for_steps(steps)`). All methods share the model, optimizer,
+    labeled augmentation (translation, no flip) and number of steps.
     """
     import keras_ssl
 
@@ -70,12 +69,11 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     x_lab, y_lab, x_unl, y_unl, x_test, y_test = data or load_digits_split(
         labels_per_class, seed
     )
-    if method == "mean_teacher":
-        algorithm = keras_ssl.MeanTeacher(rampup_steps=int(0.3 * steps), flip=False)
-    elif method == "freematch":
-        algorithm = keras_ssl.FreeMatch(flip=False)
-    else:
-        algorithm = keras_ssl.FixMatch(threshold=threshold, flip=False)
+    # The supervised baseline runs the same path without unlabeled images
+    # (FixMatch's weak view augments its labeled images).
+    name = "fixmatch" if method == "supervised" else method
+    options = {"threshold": threshold} if name == "fixmatch" else {}
+    algorithm = keras_ssl.algorithms.get(name, steps=steps, flip=False, **options)
     model = keras_ssl.SemiSupervisedModel(small_cnn(), algorithm, unlabeled_ratio=7)
     schedule = keras.optimizers.schedules.CosineDecay(3e-3, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
@@ -123,12 +121,10 @@ def markdown_table(table):
 
 def bar_chart(table, path, title):
     """Bar chart of mean test accuracy (± std) per method, written to `path`."""
-    import matplotlib
+    from keras_ssl import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = plots._figure(5, 3.5)
+    ax = fig.add_subplot()
     names = [row["method"] for row in table]
     means = [row["mean"] for row in table]
     stds = [row["std"] for row in table]
@@ -142,5 +138,4 @@ def bar_chart(table, path, title):
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -9,6 +9,7 @@ distribution stay Keras's own.
 """
 
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -16,7 +17,7 @@ from keras import ops
 
 from keras_ssl import _compat, augment, checks, data, losses
 from keras_ssl.algorithms import FixMatch
-from keras_ssl.algorithms.base import Algorithm
+from keras_ssl.algorithms.base import Algorithm, as_unlabeled_loss
 
 LABELED = data.LABELED
 SSL_METRICS = ("sup_loss", "unsup_loss")
@@ -105,20 +106,27 @@ class SemiSupervisedModel(keras.Model):
         augment_labeled: apply the algorithm's weak view to labeled images
             (default True, as FixMatch does; the supervised baseline gets the
             same augmentation).
-        ema_teacher: None, or a dict `{"decay": 0.999, "warmup": True}` to keep
-            an EMA teacher of the weights even when the algorithm needs none
-            (`keras_ssl.callbacks.EMATeacher` sets this for you).
+        ema_teacher: deprecated; use `ema_decay` and `ema_warmup`.
         augment_on_device: False (default) makes the views in the `tf.data`
             pipeline, on the CPU. True makes them inside the training step,
             on the accelerator (JAX, PyTorch, TensorFlow without XLA): the
             source then carries raw batches, and the view layers become
             tracked model state. This is also the path without TensorFlow
             installed (numpy arrays only). See docs/scale.md.
+        ema_decay: the model keeps an exponential moving average (EMA) of the
+            wrapped model's trainable weights, updated in every training step:
+            the teacher of algorithms that need one (Mean Teacher) and the
+            weights `keras_ssl.callbacks.EMATeacher` evaluates with. It is
+            model state, saved in every checkpoint whatever the callbacks.
+            `"auto"` (default): 0.999. A float in [0, 1), or None to keep no
+            EMA (algorithms with a teacher need one).
+        ema_warmup: use the decay warm-up `min(decay, (1 + t) / (10 + t))`
+            at step `t`. Default True.
     """
 
     def __init__(self, model, algorithm=None, unlabeled_ratio=7, value_range=None,
                  outputs="auto", augment_labeled=True, ema_teacher=None,
-                 augment_on_device=False, **kwargs):
+                 augment_on_device=False, ema_decay="auto", ema_warmup=True, **kwargs):
         super().__init__(**kwargs)
         checks.check_wrapped_model(model)
         checks.check_unlabeled_ratio(unlabeled_ratio)
@@ -139,16 +147,14 @@ class SemiSupervisedModel(keras.Model):
         self.value_range = (
             None if value_range is None else augment.resolve_value_range(value_range)
         )
-        self.outputs = outputs
+        self.output_mode = outputs
         self.from_logits = (
             outputs == "logits" or (outputs == "auto" and not _ends_with_softmax(model))
         )
         self.augment_labeled = bool(augment_labeled)
-        self.ema_teacher = None
-        if algorithm.teacher_decay is not None:
-            self.ema_teacher = {"decay": float(algorithm.teacher_decay), "warmup": True}
-        if ema_teacher is not None:
-            self.ema_teacher = {"decay": 0.999, "warmup": True, **ema_teacher}
+        self.ema_decay, self.ema_warmup = _resolve_ema(
+            ema_decay, ema_warmup, ema_teacher, algorithm
+        )
         self.teacher_weights = []
 
         # State read by the compiled step. Variables, not Python attributes,
@@ -209,12 +215,12 @@ class SemiSupervisedModel(keras.Model):
                 keras.KerasTensor((1,) + tuple(input_shape[1:]))
             )
             num_classes = int(spec.shape[-1])
-        variables = list(self.algorithm.build(num_classes) or [])
+        variables = list(self.algorithm.build_state(num_classes) or [])
         if variables:
             _compat.track_variables(self, "algorithm_variables", variables)
 
     def _build_teacher(self):
-        if self.ema_teacher is None or self.teacher_weights:
+        if self.ema_decay is None or self.teacher_weights:
             return
         _compat.track_variables(self, "teacher_weights", [
             keras.Variable(
@@ -225,14 +231,23 @@ class SemiSupervisedModel(keras.Model):
         ])
 
     def enable_teacher(self, decay=0.999, warmup=True):
-        """Keep an EMA teacher of the wrapped model's trainable weights.
+        """Deprecated: pass `SemiSupervisedModel(ema_decay=..., ema_warmup=...)`.
 
-        Called by `keras_ssl.callbacks.EMATeacher`; safe to call before or
-        after the model is built, but before the first training step.
+        Sets the decay of the model's EMA; on a model built with
+        `ema_decay=None` it creates the EMA variables, which changes what its
+        checkpoints hold.
         """
-        self.ema_teacher = {"decay": float(decay), "warmup": bool(warmup)}
+        warnings.warn(
+            "SemiSupervisedModel.enable_teacher() is deprecated: the model owns its EMA "
+            "teacher; pass SemiSupervisedModel(..., ema_decay=...).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.ema_decay = checks.check_ema_decay(decay, "enable_teacher(decay=...)")
+        self.ema_warmup = bool(warmup)
         if self.built:
             self._build_teacher()
+        self.train_function = None
 
     # ------------------------------------------------------------ the step
 
@@ -305,8 +320,8 @@ class SemiSupervisedModel(keras.Model):
         if views and all(v in y_pred for v in views):
             logits = {v: self._as_logits(y_pred[v]) for v in views}
             teacher_logits = self._teacher_logits(x)
-            unsup_loss, metrics, pseudo = self.algorithm.unlabeled_loss(
-                logits, teacher_logits, step
+            unsup_loss, metrics, pseudo = as_unlabeled_loss(
+                self.algorithm.unlabeled_loss(logits, teacher_logits, step)
             )
             # Like the compiled loss, the unlabeled loss is this replica's
             # share under tf.distribute: the replicas' gradients are summed.
@@ -338,7 +353,7 @@ class SemiSupervisedModel(keras.Model):
         if not self.teacher_weights:
             return
         decay = losses.ema_decay(
-            step, self.ema_teacher["decay"], self.ema_teacher["warmup"]
+            step, self.ema_decay, self.ema_warmup
         )
         for average, weight in zip(self.teacher_weights, self.model.trainable_variables):
             average.assign(losses.ema_update(average.value, weight.value, decay))
@@ -531,10 +546,10 @@ class SemiSupervisedModel(keras.Model):
         outputs = outputs if isinstance(outputs, (dict, list, tuple)) else (
             ops.convert_to_numpy(outputs))
         num_classes, looks_like_probs = checks.check_outputs(
-            outputs, self.outputs, _ends_with_softmax(self.model)
+            outputs, self.output_mode, _ends_with_softmax(self.model)
         )
         loss = checks.single_loss(getattr(self, "loss", None))
-        checks.check_loss(loss, self.from_logits, self.outputs, looks_like_probs)
+        checks.check_loss(loss, self.from_logits, self.output_mode, looks_like_probs)
         labels = inputs.labels if inputs.labels is not None else y_sample
         checks.check_labels(labels, loss, num_classes)
         if inputs.class_weight is not None:
@@ -580,7 +595,8 @@ class SemiSupervisedModel(keras.Model):
         views = self.algorithm.build_views(value_range or self.value_range or (0.0, 1.0))
         needed = tuple(self.algorithm.views) + tuple(self.algorithm.teacher_views)
         views = {name: views[name] for name in needed}
-        labeled_view = views[needed[0]] if (self.augment_labeled and needed) else None
+        name = self.algorithm.labeled_view
+        labeled_view = views[name] if (self.augment_labeled and name) else None
         return _Untracked(views=views if with_unlabeled else {}, labeled_view=labeled_view,
                           all_views=views)
 
@@ -644,8 +660,7 @@ class SemiSupervisedModel(keras.Model):
 
         Args:
             which: `"student"` (the trained weights) or `"teacher"` (the EMA
-                teacher's weights; needs an algorithm with a teacher, such as
-                `MeanTeacher`, or `ema_teacher=`).
+                weights the model keeps; not with `ema_decay=None`).
 
         Returns:
             A new, uncompiled `keras.Model` with a snapshot of those weights;
@@ -658,10 +673,9 @@ class SemiSupervisedModel(keras.Model):
             )
         if which == "teacher" and not self.teacher_weights:
             raise ValueError(
-                "export_model(which='teacher'): this model keeps no EMA teacher. "
-                "Use an algorithm with a teacher (MeanTeacher) or "
-                "SemiSupervisedModel(..., ema_teacher={'decay': 0.999}), or "
-                "export which='student'."
+                "export_model(which='teacher'): this model keeps no EMA of its "
+                "weights (it was built with ema_decay=None). Build it with "
+                "SemiSupervisedModel(..., ema_decay=0.999), or export which='student'."
             )
         copy = keras.models.clone_model(self.model)
         if not copy.built:
@@ -685,17 +699,19 @@ class SemiSupervisedModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
-        return {
-            "name": self.name,
+        config = super().get_config()
+        config.update({
             "model": keras.saving.serialize_keras_object(self.model),
             "algorithm": keras.saving.serialize_keras_object(self.algorithm),
             "unlabeled_ratio": self.unlabeled_ratio,
             "value_range": None if self.value_range is None else list(self.value_range),
-            "outputs": self.outputs,
+            "outputs": self.output_mode,
             "augment_labeled": self.augment_labeled,
-            "ema_teacher": self.ema_teacher,
             "augment_on_device": self.augment_on_device,
-        }
+            "ema_decay": self.ema_decay,
+            "ema_warmup": self.ema_warmup,
+        })
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -718,6 +734,36 @@ class SemiSupervisedModel(keras.Model):
         self.build(shape)
         if self.augment_on_device and self.value_range is not None:
             self._build_device_views()  # their seed state is saved with the model
+
+
+def _resolve_ema(ema_decay, ema_warmup, ema_teacher, algorithm):
+    """The one EMA decay of the model, from its argument or a deprecated spelling."""
+    if ema_teacher is not None:
+        warnings.warn(
+            "SemiSupervisedModel(ema_teacher={...}) is deprecated: pass "
+            "ema_decay=... and ema_warmup=... instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        ema_decay = ema_teacher.get("decay", 0.999)
+        ema_warmup = ema_teacher.get("warmup", ema_warmup)
+    if isinstance(ema_decay, str):
+        if ema_decay != "auto":
+            raise ValueError(
+                "SemiSupervisedModel(ema_decay=...) must be 'auto', a float in [0, 1) "
+                f"or None; received {ema_decay!r}."
+            )
+        legacy = getattr(algorithm, "ema_decay", None)  # MeanTeacher(ema_decay=...)
+        ema_decay = 0.999 if legacy is None else legacy
+    if ema_decay is None:
+        if algorithm.needs_teacher:
+            raise ValueError(
+                f"{type(algorithm).__name__} needs the model's EMA teacher, but "
+                "SemiSupervisedModel(ema_decay=None) keeps none. Pass ema_decay=0.999 "
+                "(or another decay in [0, 1))."
+            )
+        return None, bool(ema_warmup)
+    return checks.check_ema_decay(ema_decay), bool(ema_warmup)
 
 
 def _replica_share(value):

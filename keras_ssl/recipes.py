@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_ssl import callbacks as ssl_callbacks
+from keras_ssl import checks
 from keras_ssl.model import SemiSupervisedModel
 
 
@@ -173,6 +174,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         ssl = model
     elif isinstance(model, keras.Model):
         kwargs = {} if unlabeled_ratio is None else {"unlabeled_ratio": unlabeled_ratio}
+        if ema_decay is not None:
+            kwargs["ema_decay"] = ema_decay
         ssl = SemiSupervisedModel(model, algorithm, **kwargs)
     else:
         raise TypeError(
@@ -190,7 +193,10 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
     chain = []
     ema = None
     if ema_decay is not None:
-        ema = ssl_callbacks.EMATeacher(decay=ema_decay, keep_ema_weights=True)
+        if ssl.ema_decay != ema_decay:  # a SemiSupervisedModel passed in, not fit yet
+            ssl.ema_decay = checks.check_ema_decay(ema_decay, "fit_two_phase(ema_decay=...)")
+            ssl.train_function = None
+        ema = ssl_callbacks.EMATeacher(keep_ema_weights=True)
         chain.append(ema)
     chain.append(switch)
     warm = None

@@ -68,13 +68,13 @@ def mlp():
     ])
 
 
-def tiny_ssl(algorithm=None, ratio=1):
+def tiny_ssl(algorithm=None, ratio=1, **kwargs):
     model = keras.Sequential([
         keras.Input((8, 8, 1)), L.Conv2D(4, 3, padding="same"), L.BatchNormalization(),
         L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(3),
     ])
     algorithm = algorithm or keras_ssl.MeanTeacher(rampup_steps=5, flip=False)
-    ssl = keras_ssl.SemiSupervisedModel(model, algorithm, unlabeled_ratio=ratio)
+    ssl = keras_ssl.SemiSupervisedModel(model, algorithm, unlabeled_ratio=ratio, **kwargs)
     ssl.compile(optimizer=keras.optimizers.SGD(0.05), metrics=["accuracy"])
     return ssl
 
@@ -346,16 +346,15 @@ def test_ema_teacher_on_a_plain_model_is_the_exact_ema_and_validates_with_it():
     assert result["val_loss"] == pytest.approx(result["ema_val_loss"], rel=1e-5)
 
 
-def test_ema_teacher_turns_on_the_model_teacher_and_is_checkpointed(tmp_path):
+def test_the_model_owns_the_teacher_and_checkpoints_it(tmp_path):
     x, y, u = tiny_data()
-    ssl = tiny_ssl(cheap_fixmatch())
-    assert ssl.ema_teacher is None
+    ssl = tiny_ssl(cheap_fixmatch(), ema_decay=0.8)
     recorder = WeightRecorder(lambda m: m.model.trainable_variables, when="begin")
-    ema = EMATeacher(decay=0.8, keep_ema_weights=False)
+    ema = EMATeacher(keep_ema_weights=False)  # creates nothing: only swaps
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=2, validation_data=(x, y),
             callbacks=[recorder, ema], verbose=0)
-    assert ssl.ema_teacher == {"decay": 0.8, "warmup": True}
-    assert ssl.get_config()["ema_teacher"] == {"decay": 0.8, "warmup": True}
+    assert (ssl.ema_decay, ssl.ema_warmup) == (0.8, True)
+    assert ssl.get_config()["ema_decay"] == 0.8
     assert len(ssl.teacher_weights) == len(ssl.model.trainable_variables)
     # Updated inside the compiled step from the weights before each update.
     want = expected_ema(recorder.seen[0], recorder.seen, 0.8)
@@ -372,25 +371,62 @@ def test_ema_teacher_turns_on_the_model_teacher_and_is_checkpointed(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_ema_teacher_added_after_a_first_fit_is_updated_by_the_step():
+def test_deprecated_ema_teacher_decay_sets_the_models_and_recompiles_the_step():
     x, y, u = tiny_data()
     ssl = tiny_ssl(cheap_fixmatch())
-    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0)  # compiled, no teacher
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0)  # compiled, decay 0.999
+    start = numpy_weights(ssl.teacher_weights)  # the EMA goes on from here
     ema = EMATeacher(decay=0.5)
     recorder = WeightRecorder(lambda m: m.model.trainable_variables, when="begin")
-    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, callbacks=[recorder, ema], verbose=0)
-    start = recorder.seen[0]  # the teacher starts as a copy of these weights
+    with pytest.warns(FutureWarning, match=r"EMATeacher\(decay=0.5, warmup=None\) on a "
+                                           r"SemiSupervisedModel is deprecated"):
+        ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, callbacks=[recorder, ema],
+                verbose=0)
+    assert ssl.ema_decay == 0.5
     want = expected_ema(start, recorder.seen, 0.5, first_step=2)
     for got, w, s0 in zip(numpy_weights(ssl.teacher_weights), want, start):
         assert not np.allclose(got, s0)
         np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-5)
 
 
+def test_a_checkpoint_does_not_depend_on_the_callbacks(tmp_path):
+    # Trained with EMATeacher, loaded into a model built without it, and the
+    # reverse: the same variables, identical values.
+    x, y, u = tiny_data()
+    with_callback = tiny_ssl(cheap_fixmatch(), ema_decay=0.9)
+    with_callback.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0,
+                      validation_data=(x, y), callbacks=[EMATeacher()])
+    without = tiny_ssl(cheap_fixmatch(), ema_decay=0.9)
+    without.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0)
+    first, second = str(tmp_path / "a.weights.h5"), str(tmp_path / "b.weights.h5")
+    with_callback.save_weights(first)
+    without.save_weights(second)
+    assert len(with_callback.weights) == len(without.weights)
+    reloaded = tiny_ssl(cheap_fixmatch(), ema_decay=0.9)
+    reloaded.make_train_dataset(x, y, batch_size=8, unlabeled=u)  # built, no callback
+    reloaded.load_weights(first)
+    for a, b in zip(numpy_weights(with_callback.weights), numpy_weights(reloaded.weights)):
+        np.testing.assert_array_equal(a, b)
+    with_callback.load_weights(second)
+    for a, b in zip(numpy_weights(without.weights), numpy_weights(with_callback.weights)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ema_teacher_refuses_a_model_without_an_ema():
+    x, y, u = tiny_data()
+    ssl = tiny_ssl(cheap_fixmatch(), ema_decay=None)
+    assert ssl.teacher_weights == []
+    with pytest.raises(ValueError, match=r"this one was built with ema_decay=None"):
+        ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0,
+                callbacks=[EMATeacher()])
+
+
 def test_ema_teacher_keep_ema_weights_and_swaps_back_after_evaluate():
     x, y, u = tiny_data()
     ssl = tiny_ssl()
     ema = EMATeacher(decay=0.5, keep_ema_weights=True)
-    with pytest.warns(UserWarning, match="replaces the decay of MeanTeacher"):
+    with pytest.warns(FutureWarning, match=r"replaces the model's ema_decay=0.999 "
+                                           r"\(algorithm MeanTeacher\)"):
         ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, callbacks=[ema], verbose=0)
     for a, b in zip(numpy_weights(ssl.model.trainable_variables),
                     numpy_weights(ssl.teacher_weights)):
@@ -514,7 +550,6 @@ def all_callbacks_scenario(folder):
         rows = [line.strip().split(",") for line in f]
     restored = tiny_ssl(cheap_fixmatch())
     restored.make_train_dataset(x, y, batch_size=8, unlabeled=u)
-    restored.enable_teacher(0.9)
     restored.load_weights(os.path.join(folder, "best.weights.h5"))
     return {
         "phases": [int(p) for p in h.history["phase"]],

@@ -195,7 +195,7 @@ def test_unlabeled_loss_scale_zero_gives_supervised_loss(images):
 
 def test_mean_teacher_keeps_an_ema_teacher(images):
     x, y, u = images
-    m = _ssl(algorithm=keras_ssl.MeanTeacher(ema_decay=0.5, rampup_steps=0))
+    m = _ssl(algorithm=keras_ssl.MeanTeacher(rampup_steps=0), ema_decay=0.5)
     m.fit(x, y, unlabeled=u, batch_size=8, epochs=1, verbose=0)
     assert len(m.teacher_weights) == len(m.model.trainable_variables)
     diffs = [np.abs(t.numpy() - s.numpy()).max() for t, s in
@@ -218,7 +218,26 @@ def test_mobilenet_from_keras_applications_with_uint8_images():
 def test_algorithm_and_model_configs():
     fm = keras_ssl.FixMatch(threshold=0.9, unlabeled_weight=2.0)
     assert keras_ssl.FixMatch.from_config(fm.get_config()).threshold == 0.9
-    mt = keras_ssl.MeanTeacher(ema_decay=0.99)
+    with pytest.warns(FutureWarning, match=r"MeanTeacher\(ema_decay=\.\.\.\) is deprecated"):
+        mt = keras_ssl.MeanTeacher(ema_decay=0.99)
     assert keras_ssl.MeanTeacher.from_config(mt.get_config()).ema_decay == 0.99
+    assert _ssl(algorithm=mt).ema_decay == 0.99  # the deprecated spelling still counts
+    assert _ssl(algorithm=mt, ema_decay=0.9).ema_decay == 0.9  # the model's wins
     config = _ssl().get_config()
     assert config["unlabeled_ratio"] == 2 and config["algorithm"]["class_name"] == "FixMatch"
+    assert config["ema_decay"] == 0.999 and config["name"] and "trainable" in config
+    with pytest.raises(ValueError, match=r"MeanTeacher needs the model's EMA teacher"):
+        _ssl(algorithm=keras_ssl.MeanTeacher(), ema_decay=None)
+
+
+def test_registry_builds_every_algorithm_by_name():
+    names = keras_ssl.algorithms.names()
+    assert {"fixmatch", "freematch", "mean_teacher"} <= set(names)
+    for name in names:
+        algorithm = keras_ssl.algorithms.get(name)
+        assert isinstance(algorithm, keras_ssl.Algorithm) and algorithm.name == name
+        assert algorithm.labeled_view in (None, *algorithm.views)
+    assert keras_ssl.algorithms.get("FixMatch", threshold=0.7).threshold == 0.7
+    assert keras_ssl.algorithms.get("mean-teacher", steps=1000).rampup_steps == 300
+    with pytest.raises(ValueError, match=r"Unknown algorithm 'softmatchx'\. Registered: "):
+        keras_ssl.algorithms.get("softmatchx")

@@ -59,10 +59,8 @@ def train(seed, algorithm="fixmatch", steps=2, epochs=2):
         keras.layers.Flatten(),
         keras.layers.Dense(3),
     ])
-    if algorithm == "fixmatch":
-        algo = keras_ssl.FixMatch(threshold=0.4)
-    else:
-        algo = keras_ssl.MeanTeacher(rampup_steps=2)
+    options = {"threshold": 0.4} if algorithm == "fixmatch" else {}
+    algo = keras_ssl.algorithms.get(algorithm, steps=steps * epochs, **options)
     ssl = keras_ssl.SemiSupervisedModel(model, algo, unlabeled_ratio=2)
     ssl.compile(optimizer="adam")
     history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=epochs,
@@ -83,7 +81,7 @@ def deterministic():
     restore()
 
 
-@pytest.mark.parametrize("algorithm", ["fixmatch", "meanteacher"])
+@pytest.mark.parametrize("algorithm", keras_ssl.algorithms.names())
 def test_same_seed_same_weights(deterministic, algorithm):
     first, first_logs = train(7, algorithm)
     second, second_logs = train(7, algorithm)

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import cheap_views
 
 import keras_ssl
 from keras_ssl import losses
@@ -102,9 +103,8 @@ def _same(images, training=True):
 
 
 def _algorithms():
-    return [keras_ssl.FixMatch(weak=_same, strong=_same),
-            keras_ssl.MeanTeacher(view=_same),
-            keras_ssl.FreeMatch(weak=_same, strong=_same)]
+    return [cheap_views(keras_ssl.algorithms.get(name))
+            for name in keras_ssl.algorithms.names()]
 
 
 def _fit_and_check(ssl, x, y, u, steps=2, batch_size=8, **kwargs):

@@ -47,11 +47,7 @@ def _classifier():
 
 
 def _algorithm(name):
-    if name == "fixmatch":
-        return keras_ssl.FixMatch(threshold=0.5, flip=False)
-    if name == "freematch":
-        return keras_ssl.algorithms.FreeMatch(momentum=0.9, flip=False)
-    return keras_ssl.MeanTeacher(rampup_steps=3, flip=False)
+    return keras_ssl.algorithms.get(name, steps=10, flip=False)
 
 
 def _trained(name, steps=2):
@@ -70,7 +66,7 @@ def _same_values(a, b):
     )
 
 
-ALGORITHMS = ["fixmatch", "meanteacher", "freematch"]
+ALGORITHMS = keras_ssl.algorithms.names()
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
@@ -126,9 +122,9 @@ def test_export_model_student_and_teacher():
 
 
 def test_export_model_errors():
-    ssl = keras_ssl.SemiSupervisedModel(_classifier(), keras_ssl.FixMatch())
+    ssl = keras_ssl.SemiSupervisedModel(_classifier(), keras_ssl.FixMatch(), ema_decay=None)
     with pytest.raises(ValueError, match=r"export_model\(which='teacher'\): this model "
-                                         r"keeps no EMA teacher"):
+                                         r"keeps no EMA of its weights"):
         ssl.export_model("teacher")
     with pytest.raises(ValueError, match=r"must be 'student' or 'teacher'; received 'ema'"):
         ssl.export_model("ema")
@@ -141,6 +137,7 @@ def test_algorithm_configs_roundtrip():
                               flip=False),
     ]
     algorithms.append(keras_ssl.algorithms.FreeMatch(momentum=0.9, temperature=0.5))
+    algorithms += [keras_ssl.algorithms.get(name) for name in keras_ssl.algorithms.names()]
     for algorithm in algorithms:
         config = keras.saving.serialize_keras_object(algorithm)
         config = json.loads(json.dumps(config))  # what a .keras file holds

@@ -1,22 +1,115 @@
-"""The contract between `SemiSupervisedModel` and an SSL algorithm."""
+"""The contract between `SemiSupervisedModel` and an SSL algorithm, and the registry."""
+
+import warnings
+from typing import Any, NamedTuple
 
 import keras
 
 
-class Algorithm:
-    """Base class of SSL algorithms: turns outputs on views into a loss.
+class UnlabeledLoss(NamedTuple):
+    """What `Algorithm.unlabeled_loss` returns for one unlabeled batch.
 
-    An algorithm is a small object. It names the augmented views of each
-    unlabeled batch that it needs (`views`), which of them also go through the
-    EMA teacher (`teacher_views`), and computes the unlabeled loss and its
-    metrics from the model's logits on those views. The model owns batching,
-    the single concatenated forward pass, gradients and the teacher.
+    Attributes:
+        loss: a scalar, already weighted by the algorithm's own weight.
+        metrics: dict `{name: scalar}` for the names in `metric_names`.
+        pseudo_labels: integer class per unlabeled image (only used to report
+            `pseudo_label_accuracy` when ground truth is given), or None.
+    """
 
-    Subclass it and implement `build_views` and `unlabeled_loss`:
+    loss: Any
+    metrics: dict
+    pseudo_labels: Any = None
+
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Class decorator: register an algorithm under `name` (and for saving).
+
+    Example:
 
     ```python
+    @keras_ssl.algorithms.register("pi_model")
+    class PiModel(keras_ssl.Algorithm):
+        ...
+
+    keras_ssl.algorithms.get("pi_model")
+    ```
+    """
+
+    def decorate(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(
+                f"An algorithm is already registered as {name!r} "
+                f"({_REGISTRY[name].__name__}); choose another name."
+            )
+        cls.name = name
+        _REGISTRY[name] = cls
+        return keras.saving.register_keras_serializable(package="keras_ssl")(cls)
+
+    return decorate
+
+
+def get(identifier, steps=None, **kwargs):
+    """An algorithm from its registered name (or an instance, returned as is).
+
+    Example:
+
+    ```python
+    keras_ssl.algorithms.get("fixmatch", threshold=0.8)
+    keras_ssl.algorithms.get("mean_teacher", steps=3000)  # ramp-up sized to the run
+    ```
+
+    Args:
+        identifier: a name from `names()` such as `"fixmatch"`, or an
+            `Algorithm` instance.
+        steps: optional length of the run: the algorithm's `for_steps`
+            settings (e.g. Mean Teacher's ramp-up) are used.
+        **kwargs: constructor arguments, e.g. `threshold=0.8`.
+    """
+    if isinstance(identifier, Algorithm):
+        if kwargs:
+            raise ValueError(
+                f"algorithms.get() received an instance ({identifier!r}) and arguments "
+                f"{sorted(kwargs)}; pass a name to construct one."
+            )
+        return identifier
+    def plain(name):
+        return str(name).lower().replace("-", "").replace("_", "")
+
+    cls = {plain(name): cls for name, cls in _REGISTRY.items()}.get(plain(identifier))
+    if cls is None:
+        raise ValueError(
+            f"Unknown algorithm {identifier!r}. Registered: {', '.join(names())}."
+        )
+    return cls(**kwargs) if steps is None else cls.for_steps(steps, **kwargs)
+
+
+def names():
+    """The registered algorithm names, sorted."""
+    return sorted(_REGISTRY)
+
+
+class Algorithm:
+    """Base class of SSL algorithms: turns the model's outputs on views into a loss.
+
+    An algorithm is a small object. It names the augmented views of each
+    unlabeled batch that it needs (`views`), which of them go through the EMA
+    teacher (`teacher_views`), which view labeled images get
+    (`labeled_view`), and computes the unlabeled loss and its metrics from the
+    model's logits on those views. The model owns batching, the single
+    concatenated forward pass, gradients and the EMA teacher.
+
+    Subclass it, implement `build_views` and `unlabeled_loss`, and register
+    it; pseudo-labelling methods subclass `keras_ssl.algorithms.PseudoLabel`
+    instead and change only its hooks:
+
+    ```python
+    @keras_ssl.algorithms.register("pi_model")
     class PiModel(keras_ssl.Algorithm):
         views = ("a", "b")
+        labeled_view = "a"
 
         def build_views(self, value_range):
             view = keras_ssl.augment.weak_augmentation(value_range)
@@ -24,26 +117,43 @@ class Algorithm:
 
         def unlabeled_loss(self, logits, teacher_logits, step):
             loss = keras_ssl.losses.soft_mse(logits["a"], logits["b"])
-            return loss, {}, None
+            return keras_ssl.algorithms.UnlabeledLoss(loss, {})
     ```
 
     Class attributes:
+        name: the registered name (set by `register`).
         views: names of the unlabeled views, in forward-pass order.
-        teacher_views: views also run through the EMA teacher.
+        teacher_views: views run through the model's EMA teacher (the
+            algorithm then needs one: `SemiSupervisedModel(ema_decay=...)`).
+        labeled_view: the view labeled images get (None: unaugmented).
         metric_names: names of the extra metrics `unlabeled_loss` returns.
     """
 
+    name = None
     views = ()
     teacher_views = ()
+    labeled_view = None
     metric_names = ()
-    # EMA decay of the teacher this algorithm needs, or None for no teacher.
-    teacher_decay = None
+
+    @property
+    def needs_teacher(self):
+        return bool(self.teacher_views)
+
+    @classmethod
+    def for_steps(cls, steps, **kwargs):
+        """An instance with settings suited to a run of `steps` steps.
+
+        The default is the constructor's defaults; algorithms with
+        schedules (e.g. Mean Teacher's ramp-up) scale them to the run.
+        """
+        del steps
+        return cls(**kwargs)
 
     def build_views(self, value_range):
         """Return `{view_name: callable}` that augments a batch of images."""
         raise NotImplementedError
 
-    def build(self, num_classes):
+    def build_state(self, num_classes):
         """Create and return state variables (e.g. adaptive thresholds).
 
         Called once by the model when it is built. `num_classes` is the
@@ -51,23 +161,25 @@ class Algorithm:
         before seeing data. Return a list of `keras.Variable`s (non-trainable)
         that the model tracks, saves and feeds to the compiled step.
         """
+        legacy = getattr(type(self), "build", None)
+        if legacy is not None:
+            warnings.warn(
+                f"{type(self).__name__}.build(num_classes) is deprecated: rename it "
+                "build_state(num_classes).",
+                FutureWarning,
+                stacklevel=2,
+            )
+            return legacy(self, num_classes)
         return []
 
     def unlabeled_loss(self, logits, teacher_logits, step):
-        """Return `(loss, metrics, pseudo_labels)` for one unlabeled batch.
+        """Return an `UnlabeledLoss` for one unlabeled batch.
 
         Args:
             logits: dict `{view: float32 logits}` of the student.
             teacher_logits: dict `{view: float32 logits}` of the EMA teacher
                 for `teacher_views` (empty when there is none).
             step: the number of training steps done so far (a scalar tensor).
-
-        Returns:
-            loss: a scalar, already weighted by the algorithm's own weight.
-            metrics: dict `{name: scalar}` for the names in `metric_names`.
-            pseudo_labels: integer class per unlabeled image (used only to
-                report pseudo-label accuracy when ground truth is given), or
-                None.
         """
         raise NotImplementedError
 
@@ -79,13 +191,39 @@ class Algorithm:
         return cls(**config)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+                         if not isinstance(v, dict))
         return f"{type(self).__name__}({args})"
 
 
-def serialize(algorithm):
-    return keras.saving.serialize_keras_object(algorithm)
+def as_unlabeled_loss(result):
+    """An `UnlabeledLoss` from what `unlabeled_loss` returned (a 3-tuple too)."""
+    if isinstance(result, UnlabeledLoss):
+        return result
+    if isinstance(result, tuple) and len(result) == 3:
+        return UnlabeledLoss(*result)
+    raise TypeError(
+        "Algorithm.unlabeled_loss must return keras_ssl.algorithms.UnlabeledLoss(loss, "
+        f"metrics, pseudo_labels); received {type(result).__name__}."
+    )
 
 
-def deserialize(config):
+def serialize_view(view):
+    """A view for `get_config`: Keras layers serialize; other callables cannot."""
+    if view is None:
+        return None
+    if isinstance(view, keras.layers.Layer):
+        return keras.saving.serialize_keras_object(view)
+    warnings.warn(
+        f"The custom view {view!r} is not a Keras layer, so it is not saved with the "
+        "algorithm: a reloaded model gets the default view. Make it a keras.layers.Layer "
+        "(e.g. a keras.layers.Pipeline) to save it.",
+        stacklevel=3,
+    )
+    return None
+
+
+def deserialize_view(config):
+    if config is None or callable(config):
+        return config
     return keras.saving.deserialize_keras_object(config)

@@ -1,26 +1,26 @@
-"""FreeMatch's self-adaptive threshold as a FixMatch masking function."""
+"""FreeMatch's self-adaptive threshold as a pseudo-label mask."""
 
 import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.algorithms.fixmatch import FixMatch
+from keras_ssl.algorithms.base import register
+from keras_ssl.algorithms.pseudo_label import PseudoLabel
 
 
-@keras.saving.register_keras_serializable(package="keras_ssl")
-class FreeMatch(FixMatch):
-    """FixMatch with FreeMatch's self-adaptive, per-class threshold.
+@register("freematch")
+class FreeMatch(PseudoLabel):
+    """Pseudo-labels with FreeMatch's self-adaptive, per-class threshold.
 
-    FixMatch's fixed 0.95 threshold discards most unlabeled images early in
-    training, when the model is rarely that confident: at a short (CPU)
-    budget the unlabeled loss stays idle for much of the run. FreeMatch
+    A fixed high threshold (FixMatch's 0.95) discards most unlabeled images
+    early in training, when the model is rarely that confident. FreeMatch
     (Wang et al., 2023) replaces it by thresholds that follow the model's own
     confidence: a global EMA `tau` of the mean top probability on unlabeled
     images, scaled per class by an EMA `p_c` of the mean class probability
     (`tau * p_c / max p`). It starts at 1/classes, so pseudo-labels are used
     from the first steps, and rises as the model grows confident.
 
-    Only the masking differs from `FixMatch` (same views, same loss). The
+    Only the mask differs from `FixMatch` (same views, same loss). The
     paper's extra fairness loss is not included.
 
     Example:
@@ -31,15 +31,15 @@ class FreeMatch(FixMatch):
 
     Args:
         momentum: EMA momentum of the confidence estimates. Default 0.999.
-        unlabeled_weight, temperature, weak, strong, flip: as in `FixMatch`.
+        unlabeled_weight, temperature, weak, strong, flip: as in
+            `keras_ssl.algorithms.PseudoLabel`.
     """
 
     metric_names = ("mask_rate", "threshold")
 
     def __init__(self, momentum=0.999, unlabeled_weight=1.0, temperature=1.0,
                  weak=None, strong=None, flip=True):
-        super().__init__(threshold=0.5, unlabeled_weight=unlabeled_weight,
-                         temperature=temperature, weak=weak, strong=strong, flip=flip)
+        super().__init__(unlabeled_weight, temperature, weak, strong, flip)
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(
                 f"FreeMatch(momentum=...) must be in [0, 1); received {momentum!r}."
@@ -48,7 +48,7 @@ class FreeMatch(FixMatch):
         self.global_confidence = None
         self.class_confidence = None
 
-    def build(self, num_classes):
+    def build_state(self, num_classes):
         if num_classes is None:
             raise ValueError(
                 "FreeMatch needs the number of classes: build the wrapped model "
@@ -74,13 +74,8 @@ class FreeMatch(FixMatch):
         per_example = ops.take(thresholds, ops.cast(labels, "int32"))
         return losses.threshold_mask(confidence, per_example)
 
-    def unlabeled_loss(self, logits, teacher_logits, step):
-        loss, metrics, labels = super().unlabeled_loss(logits, teacher_logits, step)
-        metrics["threshold"] = self.global_confidence.value
-        return loss, metrics, labels
+    def extra_metrics(self):
+        return {"threshold": self.global_confidence.value}
 
     def get_config(self):
-        config = super().get_config()
-        config.pop("threshold")
-        config["momentum"] = self.momentum
-        return config
+        return {"momentum": self.momentum, **super().get_config()}

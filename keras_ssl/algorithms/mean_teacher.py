@@ -1,51 +1,58 @@
 """Mean Teacher: match an exponential moving average of the model."""
 
+import warnings
+
 import keras
 
 from keras_ssl import augment, losses
-from keras_ssl.algorithms.base import Algorithm
+from keras_ssl.algorithms.base import (
+    Algorithm,
+    UnlabeledLoss,
+    deserialize_view,
+    register,
+    serialize_view,
+)
 
 
-@keras.saving.register_keras_serializable(package="keras_ssl")
+@register("mean_teacher")
 class MeanTeacher(Algorithm):
     """Mean Teacher (Tarvainen and Valpola, 2017).
 
-    The teacher is an exponential moving average (EMA) of the student's
-    weights, kept by `SemiSupervisedModel` and updated every step. Each
-    unlabeled image is augmented twice, independently; the student's class
-    probabilities on one view are pulled towards the teacher's on the other
-    with a mean squared error, whose weight ramps up as `exp(-5 (1 - t)^2)`.
+    The teacher is the exponential moving average (EMA) of the student's
+    weights that `SemiSupervisedModel` keeps (`ema_decay=`, updated every
+    step). Each unlabeled image is augmented twice, independently; the
+    student's class probabilities on one view are pulled towards the
+    teacher's on the other with a mean squared error, whose weight ramps up
+    as `exp(-5 (1 - t)^2)`.
 
     Example:
 
     ```python
     ssl = keras_ssl.SemiSupervisedModel(
-        model, algorithm=keras_ssl.MeanTeacher(rampup_steps=300))
-    ssl.compile(optimizer="adam")  # loss: sparse cross-entropy on logits
+        model, algorithm=keras_ssl.MeanTeacher(rampup_steps=300), ema_decay=0.999)
+    ssl.compile(optimizer="adam")  # loss: cross-entropy on logits
     ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10)
     ```
 
     Args:
-        ema_decay: decay of the teacher's EMA. Default 0.999 (with the usual
-            warm-up `min(decay, (1 + t) / (10 + t))`).
         consistency_weight: final weight of the consistency loss. Default 50
-            (USB's default; on digits with 20 labels, 50 beat 10 by 5 points).
+            (USB's default).
         rampup_steps: steps over which that weight ramps up. Default 1000.
-        view: a callable producing each augmented view, or None for
+        view: a callable (best a Keras layer, saved with the algorithm)
+            producing each augmented view, or None for
             `augment.weak_augmentation`.
         flip: whether the default view uses horizontal flips.
+        ema_decay: deprecated; pass `SemiSupervisedModel(ema_decay=...)`,
+            the one owner of the teacher.
     """
 
     views = ("student",)
     teacher_views = ("teacher",)
+    labeled_view = "student"
     metric_names = ("consistency_weight",)
 
-    def __init__(self, ema_decay=0.999, consistency_weight=50.0, rampup_steps=1000,
-                 view=None, flip=True):
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(
-                f"MeanTeacher(ema_decay=...) must be in [0, 1); received {ema_decay!r}."
-            )
+    def __init__(self, consistency_weight=50.0, rampup_steps=1000, view=None, flip=True,
+                 ema_decay=None):
         if float(consistency_weight) < 0:
             raise ValueError(
                 "MeanTeacher(consistency_weight=...) must be >= 0; "
@@ -55,15 +62,29 @@ class MeanTeacher(Algorithm):
             raise ValueError(
                 f"MeanTeacher(rampup_steps=...) must be >= 0; received {rampup_steps!r}."
             )
-        self.teacher_decay = float(ema_decay)
+        if ema_decay is not None:
+            if not 0.0 <= float(ema_decay) < 1.0:
+                raise ValueError(
+                    f"MeanTeacher(ema_decay=...) must be in [0, 1); received {ema_decay!r}."
+                )
+            warnings.warn(
+                "MeanTeacher(ema_decay=...) is deprecated: the model owns the teacher. "
+                "Pass SemiSupervisedModel(..., ema_decay=...) instead; this value is "
+                "used where the model's is left at its default.",
+                FutureWarning,
+                stacklevel=2,
+            )
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.consistency_weight = float(consistency_weight)
         self.rampup_steps = int(rampup_steps)
-        self.view = view
+        self.view = deserialize_view(view)
         self.flip = bool(flip)
 
-    @property
-    def ema_decay(self):
-        return self.teacher_decay
+    @classmethod
+    def for_steps(cls, steps, **kwargs):
+        """Ramp the consistency weight up over the first 30 % of the run."""
+        kwargs.setdefault("rampup_steps", int(0.3 * steps))
+        return cls(**kwargs)
 
     def build_views(self, value_range):
         view = self.view or augment.weak_augmentation(value_range, flip=self.flip)
@@ -73,12 +94,15 @@ class MeanTeacher(Algorithm):
         weight = self.consistency_weight * losses.sigmoid_rampup(step, self.rampup_steps)
         loss = losses.soft_mse(logits["student"], teacher_logits["teacher"])
         labels = keras.ops.argmax(teacher_logits["teacher"], axis=-1)
-        return weight * loss, {"consistency_weight": weight}, labels
+        return UnlabeledLoss(weight * loss, {"consistency_weight": weight}, labels)
 
     def get_config(self):
-        return {
-            "ema_decay": self.teacher_decay,
+        config = {
             "consistency_weight": self.consistency_weight,
             "rampup_steps": self.rampup_steps,
             "flip": self.flip,
+            "view": serialize_view(self.view),
         }
+        if self.ema_decay is not None:
+            config["ema_decay"] = self.ema_decay
+        return config

@@ -10,77 +10,67 @@ from keras_ssl.callbacks import _state
 
 
 class EMATeacher(keras.callbacks.Callback):
-    """Keeps an exponential moving average (EMA) of the model's weights.
+    """Evaluates (and optionally finishes) with an exponential moving average of the weights.
 
-    After every optimizer step the average moves towards the weights:
-    `ema = d * ema + (1 - d) * w`, with the usual warm-up of the decay,
-    `d = min(decay, (1 + t) / (10 + t))` at step `t`, so that the average
-    forgets the random initialization within the first steps. The averaged
-    weights generalize better than the last ones in short, noisy runs; Mean
-    Teacher uses them as its teacher, and any model can be validated with
-    them: before each validation the EMA weights are swapped into the model
-    and swapped out after it (as `keras.callbacks.SwapEMAWeights` does), and
+    The averaged weights generalize better than the last ones in short,
+    noisy runs. Before each validation (and `evaluate`/`predict` called with
+    this callback) the EMA weights are swapped into the model and swapped out
+    after it, as `keras.callbacks.SwapEMAWeights` does;
     `keep_ema_weights=True` leaves them in the model when training ends.
 
-    With a `keras_ssl.SemiSupervisedModel`, the callback turns on the
-    model's own teacher (`model.enable_teacher(decay, warmup)`): the update
-    runs inside the compiled training step (no per-step Python), the EMA
-    weights are model variables (`model.teacher_weights`), so they are saved
-    by `ModelCheckpoint`/`save_weights` and restored by `BackupAndRestore`,
-    and Mean Teacher's consistency loss uses exactly these weights. Its
-    decay then replaces the algorithm's (`MeanTeacher(ema_decay=...)`).
+    With a `keras_ssl.SemiSupervisedModel` the callback creates nothing: the
+    model owns the EMA (`SemiSupervisedModel(ema_decay=0.999)`, the default),
+    updates it inside the compiled step, and saves it in every checkpoint, so
+    what a checkpoint holds never depends on the callback list. The callback
+    only decides when to use those weights.
 
     With a plain `keras.Model`, the callback keeps the average in its own
-    variables and updates it in `on_train_batch_end` with
-    `keras_ssl.losses.ema_decay`/`ema_update` (on JAX it reads the step's
-    live state). Those variables are not part of the model, so they are not
-    in its checkpoints; after a `BackupAndRestore` resume the average
-    restarts from the restored weights (the decay's warm-up continues from
-    `optimizer.iterations`). With `steps_per_execution=k` it is updated once
-    every `k` steps with decay `d**k`.
+    variables (`ema = d * ema + (1 - d) * w`, decay warm-up
+    `d = min(decay, (1 + t) / (10 + t))`) and updates it in
+    `on_train_batch_end`; those are not in the model's checkpoints (after a
+    `BackupAndRestore` resume the average restarts from the restored weights).
+    With `steps_per_execution=k` it is updated once every `k` steps with
+    decay `d**k`.
 
-    BatchNorm statistics: the teacher averages the trainable weights only.
-    The moving mean and variance are not learned weights but statistics of
-    activations; averaging them again would lag even more than they already
-    do, and in training the teacher normalizes with batch statistics anyway.
-    So the teacher shares the student's moving statistics, which is close
-    (the averaged weights are close to the current ones) but not exact. For
-    exact statistics of the swapped-in EMA weights, add
-    `BatchNormWarmup(data, before_validation=True)`: it recomputes them
-    after this callback has swapped the weights in; or call
+    BatchNorm statistics: the EMA covers the trainable weights only; the
+    moving statistics are shared with the student. For exact statistics of
+    the swapped-in EMA weights, add `BatchNormWarmup(data,
+    before_validation=True)` after this callback, or call
     `recompute_batchnorm_statistics` after `keep_ema_weights=True`.
 
     Example:
 
     ```python
-    ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.MeanTeacher())
+    ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.FixMatch(), ema_decay=0.99)
     ssl.compile(optimizer="adam", metrics=["accuracy"])
     ssl.fit(x, y, unlabeled=x_unlabeled, epochs=10,
             validation_data=(x_val, y_val),  # validated with the EMA weights
-            callbacks=[keras_ssl.callbacks.EMATeacher(decay=0.99,
-                                                      keep_ema_weights=True)])
+            callbacks=[keras_ssl.callbacks.EMATeacher(keep_ema_weights=True)])
     ```
 
     Args:
-        decay: EMA decay in [0, 1). Default 0.999 (0.99 suits runs of a few
-            hundred steps: the average spans about `1 / (1 - decay)` steps).
-        warmup: use `min(decay, (1 + t) / (10 + t))`. Default True.
+        decay: for a plain `keras.Model`, the EMA decay in [0, 1) (default
+            0.999). For a `SemiSupervisedModel` leave it None: the model's
+            `ema_decay` is used (passing one is deprecated; it sets the
+            model's).
+        warmup: for a plain `keras.Model`, use the decay warm-up. Default True.
         validate_with_ema: swap the EMA weights in for validation (and for
             `evaluate`/`predict` called with this callback). Default True.
         keep_ema_weights: copy the EMA weights into the model when training
             ends. Default False (the model keeps its last weights).
     """
 
-    def __init__(self, decay=0.999, warmup=True, validate_with_ema=True,
+    def __init__(self, decay=None, warmup=None, validate_with_ema=True,
                  keep_ema_weights=False):
         super().__init__()
-        if isinstance(decay, bool) or not 0.0 <= float(decay) < 1.0:
+        if decay is not None and (isinstance(decay, bool) or not 0.0 <= float(decay) < 1.0):
             raise ValueError(
                 f"EMATeacher(decay=...) must be a float in [0, 1); received {decay!r}. "
                 "Typical values are 0.99 (short runs) to 0.9999."
             )
-        self.decay = float(decay)
-        self.warmup = bool(warmup)
+        self._given = (decay, warmup)
+        self.decay = 0.999 if decay is None else float(decay)
+        self.warmup = True if warmup is None else bool(warmup)
         self.validate_with_ema = bool(validate_with_ema)
         self.keep_ema_weights = bool(keep_ema_weights)
         self._average = []  # plain keras.Model only
@@ -94,25 +84,34 @@ class EMATeacher(keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         if _state.is_semi_supervised(model):
-            self._enable_model_teacher(model)
+            self._use_model_teacher(model)
 
-    def _enable_model_teacher(self, model):
-        wanted = {"decay": self.decay, "warmup": self.warmup}
-        current = model.ema_teacher
-        if current == wanted:
-            return
-        algorithm_decay = model.algorithm.teacher_decay
-        if algorithm_decay is not None and algorithm_decay != self.decay:
+    def _use_model_teacher(self, model):
+        if model.ema_decay is None:
+            raise ValueError(
+                "EMATeacher uses the EMA weights that a SemiSupervisedModel keeps, but "
+                "this one was built with ema_decay=None. Build it with "
+                "SemiSupervisedModel(..., ema_decay=0.999) (the default)."
+            )
+        decay, warmup = self._given
+        if (decay is not None and float(decay) != model.ema_decay) or (
+            warmup is not None and bool(warmup) != model.ema_warmup
+        ):
             warnings.warn(
-                f"EMATeacher(decay={self.decay}) replaces the decay of "
-                f"{type(model.algorithm).__name__} (ema_decay={algorithm_decay}).",
+                f"EMATeacher(decay={decay}, warmup={warmup}) on a SemiSupervisedModel is "
+                "deprecated: the model owns the EMA. It replaces the model's "
+                f"ema_decay={model.ema_decay} (algorithm {type(model.algorithm).__name__});"
+                " pass SemiSupervisedModel(..., ema_decay=...) instead.",
+                FutureWarning,
                 stacklevel=3,
             )
-        model.enable_teacher(self.decay, self.warmup)
-        if getattr(model, "train_function", None) is not None:
-            # A step compiled before (without a teacher, or with another decay)
-            # must be compiled again; fit does it after attaching callbacks.
+            if decay is not None:
+                model.ema_decay = float(decay)
+            if warmup is not None:
+                model.ema_warmup = bool(warmup)
+            # A step compiled with the old decay must be compiled again.
             model.train_function = None
+        self.decay, self.warmup = model.ema_decay, model.ema_warmup
 
     @property
     def uses_model_teacher(self):
