@@ -1,7 +1,11 @@
 """Every access to private Keras / tf.distribute API, each with its reason.
 
 Checked against Keras 3.15.1 and TensorFlow 2.21. When Keras changes one of
-these, this file is the only place to mend.
+these, this file is the only place to mend. One private hook is overridden
+rather than called: `SemiSupervisedModel._maybe_symbolic_build` (model.py),
+because under MultiWorkerMirroredStrategy Keras builds from a batch reduced
+with `strategy.reduce("MEAN")`, which fails for a dict batch; it builds from
+one replica's batch instead.
 """
 
 import keras
@@ -91,6 +95,27 @@ def monitor_callback_base():
     from keras.src.callbacks.monitor_callback import MonitorCallback
 
     return MonitorCallback
+
+
+def live_trainable_values(model):
+    """The current values of a model's trainable variables, also mid-epoch on JAX.
+
+    Reason: on JAX, `fit` purges the variables during an epoch and keeps the
+    live values in `model._jax_state` (the hook Keras documents for callbacks).
+    """
+    state = getattr(model, "_jax_state", None)
+    if state and not getattr(model, "_jax_state_synced", True):
+        return state["trainable_variables"]
+    return [v.value for v in model.trainable_variables]
+
+
+def seed_generator(layer):
+    """A preprocessing layer's seed generator for its current backend.
+
+    Reason: `PerImageRandAugment` draws per-image choices from the parent
+    `RandAugment`'s own seed state, so that seeding and saving stay Keras's.
+    """
+    return layer._get_seed_generator(layer.backend._backend)
 
 
 __all__ = [name for name in dir() if not name.startswith("_") and name != "keras"]

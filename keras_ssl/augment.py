@@ -15,6 +15,8 @@ range; photometric ones (RandAugment, cutout's fill) need to know it:
 import keras
 from keras import layers
 
+from keras_ssl import _compat
+
 # Layers whose result does not depend on the pixel range.
 RANGE_FREE_LAYERS = (
     layers.RandomFlip, layers.RandomTranslation, layers.RandomRotation,
@@ -101,7 +103,7 @@ class PerImageRandAugment(layers.RandAugment):
             (self.num_ops, batch),
             0,
             len(self._AUGMENT_LAYERS),
-            seed=self._get_seed_generator(self.backend._backend),
+            seed=_compat.seed_generator(self),
         )
         return transformation
 
@@ -109,8 +111,6 @@ class PerImageRandAugment(layers.RandAugment):
         # Dynamic shapes (gather the images that chose an operation) are
         # fine in TensorFlow graphs and eager code, but not under jax.jit or
         # XLA; keras_ssl never runs these layers under TF's XLA.
-        from keras_ssl import _compat
-
         return _compat.in_tf_graph() or keras.backend.backend() == "tensorflow"
 
     def transform_images(self, images, transformation, training=True):
@@ -151,7 +151,7 @@ class PerImageRandAugment(layers.RandAugment):
                     chosen = tf.gather_nd(images, where)
                     value = layer.get_random_transformation(
                         chosen, training=True,
-                        seed=self._get_seed_generator(self.backend._backend),
+                        seed=_compat.seed_generator(self),
                     )
                     out = tf.cast(layer.transform_images(chosen, value), images.dtype)
                     return tf.tensor_scatter_nd_update(images, where, out)

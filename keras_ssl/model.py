@@ -87,9 +87,10 @@ class SemiSupervisedModel(keras.Model):
             logits or class probabilities of shape `(batch, classes)`.
         algorithm: a `keras_ssl.Algorithm`, e.g. `keras_ssl.FixMatch()`,
             `keras_ssl.FreeMatch()` or `keras_ssl.MeanTeacher()`. Default
-            `keras_ssl.FixMatch(threshold=0.8)`: the best of the methods
-            measured on the CIFAR-10 CPU protocol (BENCHMARKS.md); the
-            paper's 0.95 kept most unlabeled images idle at that budget.
+            `keras_ssl.FixMatch(threshold=0.8)` (BENCHMARKS.md has the
+            measurements behind the choice). Any name of
+            `keras_ssl.algorithms.names()` works through
+            `keras_ssl.algorithms.get(name)`.
         unlabeled_ratio: integer >= 1; unlabeled images per labeled image in
             a batch. Default 7 (FixMatch's mu).
         value_range: pixel range of the images: `"uint8"`/(0, 255),

@@ -238,6 +238,7 @@ _OTHER_BACKEND_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_keras_file_roundtrip_on_other_backend(backend, tmp_path):
     pytest.importorskip({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend])

@@ -261,6 +261,7 @@ def mirrored_report():
     return run_script(MIRRORED, "tensorflow")
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device(mirrored_report):
     single, mirrored = mirrored_report["single"], mirrored_report["mirrored"]
     # The global batch (4 labeled + 8 unlabeled) is split in two per step.
@@ -269,6 +270,7 @@ def test_mirrored_strategy_matches_one_device(mirrored_report):
     assert_same_run(single, mirrored)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_keeps_teacher_and_step_in_sync(mirrored_report):
     mirrored = mirrored_report["mirrored"]
     assert mirrored["teacher_kind"] == "MirroredVariable"
@@ -341,6 +343,7 @@ def jax_report():
                       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_matches_one_device(jax_report):
     assert jax_report["devices"] == 2
     single, parallel = jax_report["single"], jax_report["parallel"]
@@ -352,12 +355,14 @@ def test_jax_data_parallel_matches_one_device(jax_report):
     assert_same_run(single, parallel)
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_teacher_replicated(jax_report):
     parallel = jax_report["parallel"]
     assert parallel["teacher_replicated"] and parallel["teacher_devices"] == 2
     assert parallel["step"] == 8
 
 
+@pytest.mark.slow
 def test_jax_views_in_the_jitted_step_change_every_step(jax_report):
     # If the views' seed state were not model state, jax.jit would freeze it
     # at trace time and the three steps would see the same view.
@@ -365,6 +370,7 @@ def test_jax_views_in_the_jitted_step_change_every_step(jax_report):
     assert len(set(np.round(probes, 6))) == 3, probes
 
 
+@pytest.mark.slow
 def test_jax_mixed_bfloat16_with_views_in_the_step(jax_report):
     assert all(np.isfinite(v).all() for v in jax_report["bf16"].values())
 
@@ -407,6 +413,7 @@ def no_tf_report(request, tmp_path_factory):
                       tmp_path=tmp_path_factory.mktemp("no_tf"))
 
 
+@pytest.mark.slow
 def test_import_and_fit_without_tensorflow(no_tf_report):
     assert no_tf_report["tensorflow_loaded"] is False
     for name, run in no_tf_report["runs"].items():
@@ -419,6 +426,7 @@ def test_import_and_fit_without_tensorflow(no_tf_report):
     assert "augment_on_device=True" in no_tf_report["refused"]
 
 
+@pytest.mark.slow
 def test_views_in_the_step_change_every_step_without_tensorflow(no_tf_report):
     probes = no_tf_report["probes"]
     assert len(set(np.round(probes, 6))) == 3, probes
@@ -445,6 +453,7 @@ def test_array_source_batches():
 # ------------------------------------------------- two workers on localhost
 
 
+@pytest.mark.slow
 def test_multi_worker_example_runs_two_local_workers():
     """examples/multi_worker.py --launch 2: two TensorFlow processes, one each."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")

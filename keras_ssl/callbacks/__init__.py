@@ -5,11 +5,8 @@ BackupAndRestore, ReduceLROnPlateau, TensorBoard, CSVLogger) in one `fit`,
 on TensorFlow, JAX and PyTorch. docs/callbacks.md shows them together.
 """
 
-from keras_ssl.callbacks.batchnorm_warmup import (
-    BatchNormWarmup,
-    batchnorm_layers,
-    recompute_batchnorm_statistics,
-)
+from keras_ssl.batchnorm import batchnorm_layers, recompute_batchnorm_statistics
+from keras_ssl.callbacks.batchnorm_warmup import BatchNormWarmup
 from keras_ssl.callbacks.ema_teacher import EMATeacher
 from keras_ssl.callbacks.phase_switch import PlateauPhaseSwitch
 

@@ -30,9 +30,6 @@ def optimizer_steps(model):
 
 def print_msg(message):
     """Print as Keras's own callbacks do (honours absl logging when enabled)."""
-    try:
-        from keras.src.utils.io_utils import print_msg as keras_print
-    except ImportError:  # pragma: no cover - private path moved
-        print(message, flush=True)
-    else:
-        keras_print(message)
+    from keras_ssl import _compat
+
+    _compat.print_msg(message)

@@ -5,7 +5,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_ssl import losses
+from keras_ssl import _compat, losses
 from keras_ssl.callbacks import _state
 
 
@@ -170,12 +170,7 @@ class EMATeacher(keras.callbacks.Callback):
         self._last_batch = -1
 
     def _student_values(self):
-        # On JAX the model's variables are purged during an epoch and the live
-        # values are in `_jax_state` (Keras's documented hook for callbacks).
-        state = getattr(self.model, "_jax_state", None)
-        if state and not getattr(self.model, "_jax_state_synced", True):
-            return state["trainable_variables"]
-        return [v.value for v in self.model.trainable_variables]
+        return _compat.live_trainable_values(self.model)
 
     # ------------------------------------------------------------- swaps
 

@@ -3,14 +3,14 @@
 import warnings
 
 from keras import ops
-from keras.src.callbacks.monitor_callback import MonitorCallback
 
+from keras_ssl import _compat
 from keras_ssl.callbacks import _state
 
 SUPERVISED, SEMI_SUPERVISED = 1, 2
 
 
-class PlateauPhaseSwitch(MonitorCallback):
+class PlateauPhaseSwitch(_compat.monitor_callback_base()):
     """Trains supervised until a plateau, then semi-supervised until a plateau.
 
     SSL losses are most useful once the model's predictions on unlabeled
