@@ -1,0 +1,88 @@
+"""SoftMatch: every pseudo-label counts, weighted by a truncated Gaussian of its confidence."""
+
+import keras
+from keras import ops
+
+from keras_ssl.algorithms.base import register
+from keras_ssl.algorithms.pseudo_label import PseudoLabel
+
+
+@register("softmatch")
+class SoftMatch(PseudoLabel):
+    """SoftMatch (Chen et al., 2023): soft weights instead of a hard threshold.
+
+    A hard threshold trades quantity for quality: high, and most unlabeled
+    images sit idle for much of a short run; low, and wrong pseudo-labels
+    train the model. SoftMatch weights each pseudo-label by a truncated
+    Gaussian of its confidence: 1 above the running mean confidence `mu`,
+    `exp(-(c - mu)^2 / (2 var / n_sigma^2))` below it, where `mu` and `var`
+    are EMAs of the mean and variance of the confidence on unlabeled
+    batches. Every image contributes from the first step, the doubtful ones
+    less. (The paper's uniform alignment of the class distribution is not
+    included.)
+
+    Example:
+
+    ```python
+    ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.algorithms.get("softmatch"))
+    ```
+
+    Args:
+        momentum: EMA momentum of the confidence mean and variance.
+            Default 0.999.
+        n_sigma: width of the Gaussian in standard deviations. Default 2.
+        unlabeled_weight, temperature, weak, strong, flip: as in
+            `keras_ssl.algorithms.PseudoLabel`.
+    """
+
+    metric_names = ("mask_rate", "confidence_mean")
+
+    def __init__(self, momentum=0.999, n_sigma=2.0, unlabeled_weight=1.0, temperature=1.0,
+                 weak=None, strong=None, flip=True):
+        super().__init__(unlabeled_weight, temperature, weak, strong, flip)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(
+                f"SoftMatch(momentum=...) must be in [0, 1); received {momentum!r}."
+            )
+        if not float(n_sigma) > 0:
+            raise ValueError(f"SoftMatch(n_sigma=...) must be > 0; received {n_sigma!r}.")
+        self.momentum = float(momentum)
+        self.n_sigma = float(n_sigma)
+        self.confidence_mean = None
+        self.confidence_variance = None
+
+    def build_state(self, num_classes):
+        if num_classes is None:
+            raise ValueError(
+                "SoftMatch needs the number of classes: build the wrapped model "
+                "(e.g. give it a keras.Input) before wrapping it."
+            )
+        self.confidence_mean = keras.Variable(
+            1.0 / num_classes, dtype="float32", trainable=False,
+            name="softmatch_confidence_mean", aggregation="mean",
+        )
+        self.confidence_variance = keras.Variable(
+            1.0, dtype="float32", trainable=False,
+            name="softmatch_confidence_variance", aggregation="mean",
+        )
+        return [self.confidence_mean, self.confidence_variance]
+
+    def mask(self, probs, confidence, labels):
+        del probs, labels
+        confidence = ops.cast(confidence, "float32")
+        batch_mean = ops.mean(confidence)
+        batch_variance = ops.var(confidence)
+        m = self.momentum
+        mean = m * self.confidence_mean.value + (1.0 - m) * batch_mean
+        variance = m * self.confidence_variance.value + (1.0 - m) * batch_variance
+        self.confidence_mean.assign(mean)
+        self.confidence_variance.assign(variance)
+        width = 2.0 * ops.maximum(variance, 1e-12) / (self.n_sigma ** 2)
+        weight = ops.exp(-ops.square(ops.minimum(confidence - mean, 0.0)) / width)
+        return ops.stop_gradient(weight)
+
+    def extra_metrics(self):
+        return {"confidence_mean": self.confidence_mean.value}
+
+    def get_config(self):
+        return {"momentum": self.momentum, "n_sigma": self.n_sigma, **super().get_config()}
