@@ -22,7 +22,7 @@ from keras_ssl.callbacks import (
     PlateauPhaseSwitch,
     recompute_batchnorm_statistics,
 )
-from keras_ssl.callbacks.batchnorm_warmup import iterate_batches
+from keras_ssl.data import iterate_batches
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
