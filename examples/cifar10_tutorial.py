@@ -15,24 +15,23 @@ BatchNorm statistics recomputed at each phase). Unlike the original:
     python examples/cifar10_tutorial.py --data /tmp/cifar10.npz --labeled 1000 \
         --unlabeled 5000 --steps 500 --steps-per-epoch 50 --patience 2     # CPU scale
 
-`--data` takes the npz written by `shared/data/cifar10_to_npz.py`; without it
-the images come from `keras.datasets.cifar10` (a download). Writes a bar chart
+`--data` takes an npz with the arrays of `keras.datasets.cifar10.load_data()`
+(`x_train`, `y_train`, `x_test`, `y_test`); without it the images come from
+`keras.datasets.cifar10` (a download). Writes a bar chart
 PNG and a JSON of the results to `--out`.
 """
 
 import argparse
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
 
 import keras_ssl
-from benchmarks import datasets
+from keras_ssl import datasets, models
 from keras_ssl.demo import bar_chart
 
 
@@ -41,7 +40,7 @@ def make_model(name):
         return keras.applications.MobileNet(
             input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None)
     if name == "cnn6":
-        return datasets.cnn6(value_range=(-1, 1))
+        return models.cnn6(value_range=(-1, 1))
     raise SystemExit(f"unknown --model {name!r}: use mobilenet or cnn6")
 
 

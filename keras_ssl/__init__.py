@@ -1,6 +1,15 @@
 """keras-ssl: semi-supervised learning for Keras 3 inside `model.fit`."""
 
-from keras_ssl import augment, callbacks, losses
+from keras_ssl import (
+    algorithms,
+    augment,
+    callbacks,
+    datasets,
+    folders,
+    losses,
+    models,
+    runner,
+)
 from keras_ssl.algorithms import Algorithm, FixMatch, FreeMatch, MeanTeacher
 from keras_ssl.checks import InputError
 from keras_ssl.model import SemiSupervisedModel
@@ -16,8 +25,13 @@ __all__ = [
     "MeanTeacher",
     "SemiSupervisedModel",
     "TwoPhaseReport",
+    "algorithms",
     "augment",
     "callbacks",
+    "datasets",
     "fit_two_phase",
+    "folders",
     "losses",
+    "models",
+    "runner",
 ]

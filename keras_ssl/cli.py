@@ -1,4 +1,5 @@
-"""Command line: `keras-ssl demo` (no download needed)."""
+"""Command line: `keras-ssl demo` (no download needed), `keras-ssl train` and
+`keras-ssl predict` (folders of your own images)."""
 
 import argparse
 import json
@@ -38,6 +39,30 @@ def _demo(args):
     return 0
 
 
+def _train(args):
+    from keras_ssl import runner
+
+    image_size = None if args.image_size is None else int(args.image_size)
+    runner.train_from_folders(
+        args.labeled_dir, args.unlabeled, args.out, model=args.model, image_size=image_size,
+        epochs=args.epochs, minutes=args.minutes, baseline=args.baseline,
+        algorithm=args.algorithm, batch_size=args.batch_size,
+        unlabeled_ratio=args.unlabeled_ratio, validation_split=args.validation_split,
+        color_mode=args.color_mode, flip=not args.no_flip, seed=args.seed,
+        verbose=args.verbose,
+    )
+    return 0
+
+
+def _predict(args):
+    from keras_ssl import runner
+
+    names = None if args.classes is None else args.classes.split(",")
+    count = runner.predict_folder(args.model, args.images_dir, args.out, class_names=names)
+    print(f"keras-ssl predict: {count} images classified; wrote {args.out}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="keras-ssl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,15 +71,53 @@ def main(argv=None):
     demo.add_argument("--steps", type=int, default=1000, help="training steps per run")
     demo.add_argument("--labels-per-class", type=int, default=2)
     demo.add_argument("--methods", default="supervised,fixmatch",
-                      help="comma-separated: supervised,fixmatch,mean_teacher")
+                      help="comma-separated: supervised and names of "
+                           "keras_ssl.algorithms.names()")
     demo.add_argument("--threshold", type=float, default=0.95)
     demo.add_argument("--out", default="results", help="folder for the PNG and JSON")
     demo.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
+    train = sub.add_parser(
+        "train", help="train on a labeled folder (one sub-folder per class) + unlabeled "
+                      "images; writes model.keras, report.md, charts and run.json")
+    train.add_argument("labeled_dir")
+    train.add_argument("--unlabeled", help="folder of unlabeled images (sub-folders read too)")
+    train.add_argument("--model", default="cnn",
+                       help="cnn, mobilenet, efficientnet (from scratch) or a .keras file "
+                            "taking raw 0-255 pixels (default cnn)")
+    train.add_argument("--image-size", type=int,
+                       help="resize images to N x N (default: their size, at most 128)")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-time budget")
+    budget.add_argument("--epochs", type=int, help="upper bound on epochs (default 100)")
+    train.add_argument("--baseline", action="store_true",
+                       help="also train the supervised baseline at the same budget")
+    train.add_argument("--algorithm", help="an algorithm name (default: the library's)")
+    train.add_argument("--batch-size", type=int, help="labeled images per step")
+    train.add_argument("--unlabeled-ratio", type=int, help="unlabeled per labeled image")
+    train.add_argument("--validation-split", type=float, default=0.2)
+    train.add_argument("--color-mode", default="auto", choices=["auto", "rgb", "grayscale"])
+    train.add_argument("--no-flip", action="store_true",
+                       help="no horizontal flips (text, digits, anything not symmetric)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--verbose", type=int, default=1)
+    train.add_argument("--out", required=True, help="output folder")
+    predict = sub.add_parser("predict", help="classify a folder of images with a trained "
+                                             "model; writes a CSV")
+    predict.add_argument("model", help="model.keras written by keras-ssl train")
+    predict.add_argument("images_dir")
+    predict.add_argument("--out", default="predictions.csv")
+    predict.add_argument("--classes", help="comma-separated class names (default: "
+                                           "class_names.json beside the model)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if args.command == "demo":
-        return _demo(args)
-    return 1
+    from keras_ssl.checks import InputError
+
+    commands = {"demo": _demo, "train": _train, "predict": _predict}
+    try:
+        return commands[args.command](args)
+    except InputError as error:
+        print(f"keras-ssl {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,3 +93,67 @@ def plot_two_phase(report, path):
              + (f"; {final}" if final else ""))
     return plot_history(report.history, path, phases=report.phases,
                         switch_epoch=report.switch_epoch, title=title)
+
+
+def plot_confusion_matrix(labels, predictions, class_names, path, title=None):
+    """A confusion matrix (rows: true class, columns: predicted), counts in the cells.
+
+    Args:
+        labels, predictions: integer classes, one per image.
+        class_names: the names of the classes, in index order.
+        path: where to write the PNG.
+        title: optional title.
+
+    Returns:
+        The path written.
+    """
+    import numpy as np
+
+    count = len(class_names)
+    matrix = np.zeros((count, count), int)
+    for true, predicted in zip(np.asarray(labels).reshape(-1), np.asarray(predictions)):
+        matrix[int(true), int(predicted)] += 1
+    side = max(4.0, 0.45 * count + 2)
+    figure = _figure(side, side)
+    axis = figure.add_subplot()
+    axis.imshow(matrix, cmap="Blues")
+    axis.set_xticks(range(count), class_names, rotation=90, fontsize=8)
+    axis.set_yticks(range(count), class_names, fontsize=8)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if count <= 30:
+        middle = matrix.max() / 2.0
+        for i in range(count):
+            for j in range(count):
+                axis.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                          color="white" if matrix[i, j] > middle else "black")
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_per_class_accuracy(accuracies, class_names, path, title=None):
+    """Bars of accuracy per class; `accuracies` is `{label: [value per class]}`.
+
+    Returns:
+        The path written.
+    """
+    import numpy as np
+
+    count = len(class_names)
+    figure = _figure(max(5.0, 0.5 * count + 2), 3.5)
+    axis = figure.add_subplot()
+    width = 0.8 / max(1, len(accuracies))
+    for index, (label, values) in enumerate(accuracies.items()):
+        axis.bar(np.arange(count) + index * width, values, width=width, label=label)
+    axis.set_xticks(np.arange(count) + width * (len(accuracies) - 1) / 2, class_names,
+                    rotation=90 if count > 8 else 0, fontsize=8)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("accuracy")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    return _save(figure, path)

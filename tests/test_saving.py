@@ -169,6 +169,7 @@ def test_callbacks_hold_no_saved_state():
         keras_ssl.callbacks.EMATeacher(decay=0.99, warmup=False),
         keras_ssl.callbacks.PlateauPhaseSwitch(monitor="val_accuracy", patience=2),
         keras_ssl.callbacks.BatchNormWarmup(x, steps=3),
+        keras_ssl.callbacks.TimeLimit(minutes=2),
     ]
     assert {type(c).__name__ for c in built} == {
         name for name in keras_ssl.callbacks.__all__ if name[0].isupper()
@@ -177,6 +178,7 @@ def test_callbacks_hold_no_saved_state():
         assert isinstance(callback, keras.callbacks.Callback)
         assert not hasattr(callback, "get_config")
     assert built[0].decay == 0.99 and built[1].patience == 2 and built[2].steps == 3
+    assert built[3].minutes == 2.0
 
 
 # The other backends, in subprocesses ----------------------------------------

@@ -1,0 +1,333 @@
+"""Folders in, a trained classifier and a report out: what `keras-ssl train` and
+`keras-ssl predict` run.
+
+`train_from_folders` reads the folders (`keras_ssl.folders`), chooses the
+settings the user left open from the data and prints them, trains with the
+two-phase recipe (`fit_two_phase`: supervised until the validation accuracy
+plateaus, then SSL until it plateaus again), optionally trains the supervised
+baseline at the same budget, and writes `model.keras` (plain Keras),
+`class_names.json`, `run.json`, `report.md` and PNG charts. `predict_folder`
+classifies a folder of images with such a model and writes a CSV.
+"""
+
+import csv
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_ssl import callbacks as ssl_callbacks
+from keras_ssl import folders, models, plots
+from keras_ssl.batchnorm import recompute_batchnorm_statistics
+from keras_ssl.checks import InputError
+from keras_ssl.model import SemiSupervisedModel
+from keras_ssl.recipes import fit_two_phase
+
+MAX_AUTO_SIDE = 128  # larger images are resized to this by default (CPU budgets)
+
+
+def _say(message, verbose):
+    if verbose:
+        print(message, flush=True)
+
+
+def choose_settings(labeled, unlabeled, image_size=None, batch_size=None,
+                    unlabeled_ratio=None, validation_split=0.2, model="cnn"):
+    """The settings left open, chosen from the scanned folders.
+
+    Returns a dict: image_size, batch_size, unlabeled_ratio, steps_per_epoch
+    and the counts they were chosen from.
+    """
+    n_labeled = len(labeled.files)
+    n_train = n_labeled - int(n_labeled * validation_split)
+    if image_size is None:
+        height, width = labeled.size
+        image_size = (height, width)
+        if max(height, width) > MAX_AUTO_SIDE:
+            image_size = (MAX_AUTO_SIDE, MAX_AUTO_SIDE)
+    elif isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if batch_size is None:
+        batch_size = int(min(32, max(4, n_train // 8)))
+    if unlabeled_ratio is None:
+        if unlabeled is None:
+            unlabeled_ratio = 1
+        else:
+            # FixMatch uses 7; on a CPU 3 keeps a step affordable.
+            unlabeled_ratio = int(min(3, max(1, len(unlabeled.files) // max(1, n_train))))
+    steps_per_epoch = int(max(20, n_train // batch_size))
+    return {"image_size": tuple(int(v) for v in image_size), "batch_size": batch_size,
+            "unlabeled_ratio": unlabeled_ratio, "steps_per_epoch": steps_per_epoch,
+            "model": model, "labeled_images": n_labeled, "train_images": n_train,
+            "validation_images": n_labeled - n_train,
+            "unlabeled_images": 0 if unlabeled is None else len(unlabeled.files),
+            "classes": len(labeled.class_names)}
+
+
+def _build_model(name, input_shape, num_classes):
+    if str(name).endswith(".keras"):
+        net = keras.saving.load_model(name, compile=False)
+        expected = tuple(net.inputs[0].shape[1:])
+        if tuple(expected) != tuple(input_shape):
+            raise InputError(
+                f"The model {name!r} takes images of shape {expected}, but the images are "
+                f"read as {tuple(input_shape)}. Pass --image-size and --color-mode to match."
+            )
+        return net
+    return models.build(name, input_shape, num_classes)
+
+
+def _predict_labels(model, dataset):
+    labels, predictions = [], []
+    for images, batch_labels in dataset:
+        scores = model.predict_on_batch(images)
+        predictions.append(np.argmax(keras.ops.convert_to_numpy(scores), axis=-1))
+        labels.append(np.asarray(batch_labels).reshape(-1))
+    return np.concatenate(labels), np.concatenate(predictions)
+
+
+def _per_class(labels, predictions, count):
+    return [float(np.mean(predictions[labels == c] == c)) if np.any(labels == c) else 0.0
+            for c in range(count)]
+
+
+def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_size=None,
+                       epochs=None, minutes=None, baseline=False, algorithm=None,
+                       batch_size=None, unlabeled_ratio=None, validation_split=0.2,
+                       color_mode="auto", flip=True, seed=0, verbose=1):
+    """Train a classifier on a labeled folder plus an unlabeled folder; write its report.
+
+    Example:
+
+    ```python
+    summary = keras_ssl.runner.train_from_folders(
+        "photos/labeled", "photos/unlabeled", "run1", model="cnn", minutes=10,
+        baseline=True)
+    summary["ssl"]["val_accuracy"], summary["files"]["model"]
+    ```
+
+    Args:
+        labeled_dir: one sub-folder of images per class.
+        unlabeled_dir: a folder of images, or None (supervised only).
+        out_dir: where `model.keras`, `class_names.json`, `run.json`,
+            `report.md` and the charts are written.
+        model: "cnn", "mobilenet", "efficientnet" (from scratch), or a path
+            to a `.keras` model that takes raw 0-255 pixels.
+        image_size: int or `(height, width)`; None: the labeled images'
+            most common size, at most 128.
+        epochs: upper bound on epochs (default 100; plateaus end earlier).
+        minutes: wall-time budget (`callbacks.TimeLimit`), or None.
+        baseline: also train the supervised baseline at the same budget
+            (the same minutes with `minutes`, else the same steps).
+        algorithm: an algorithm name or instance; None for the library's
+            default.
+        batch_size, unlabeled_ratio: None to choose them from the data.
+        validation_split: fraction of the labeled images held out to detect
+            plateaus and to report on.
+        color_mode: "auto", "rgb" or "grayscale".
+        flip: whether the views flip images horizontally (off for text,
+            digits, anything not mirror-symmetric).
+        seed: random seed of the split, the model and the training.
+        verbose: 1 for progress bars and messages, 0 for none.
+
+    Returns:
+        The summary dict also written to `run.json`.
+    """
+    from keras_ssl import algorithms
+
+    start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    labeled = folders.scan(labeled_dir, labeled=True)
+    unlabeled = None if unlabeled_dir is None else folders.scan(unlabeled_dir, labeled=False)
+    settings = choose_settings(labeled, unlabeled, image_size, batch_size, unlabeled_ratio,
+                               validation_split, model)
+    if not validation_split:
+        raise InputError("train_from_folders needs a validation split (> 0) to detect "
+                         "plateaus and report accuracy; pass validation_split=0.2.")
+    data = folders.from_scans(labeled, unlabeled, settings["image_size"], color_mode,
+                              validation_split, settings["batch_size"], seed=seed)
+    if isinstance(algorithm, str) or algorithm is None:
+        algorithm = algorithms.get(algorithm or "fixmatch",
+                                   **({"threshold": 0.8} if algorithm is None else {}),
+                                   flip=flip)
+    settings.update(channels=data.channels, algorithm=repr(algorithm),
+                    epochs=epochs or 100, minutes=minutes, baseline=bool(baseline),
+                    validation_split=validation_split, seed=seed, flip=bool(flip),
+                    labeled_dir=os.fspath(labeled_dir),
+                    unlabeled_dir=None if unlabeled_dir is None else os.fspath(unlabeled_dir))
+    _say("keras-ssl train: settings (chosen from the data where not given)", verbose)
+    for key in ("classes", "labeled_images", "train_images", "validation_images",
+                "unlabeled_images", "image_size", "channels", "model", "batch_size",
+                "unlabeled_ratio", "steps_per_epoch", "algorithm", "epochs", "minutes"):
+        _say(f"  {key:>18}: {settings[key]}", verbose)
+
+    input_shape = tuple(settings["image_size"]) + (data.channels,)
+    chain = [ssl_callbacks.TimeLimit(minutes, verbose=verbose)] if minutes else []
+    report = fit_two_phase(
+        _build_model(model, input_shape, len(data.class_names)), data.train, None,
+        unlabeled=data.unlabeled, validation_data=data.validation, algorithm=algorithm,
+        unlabeled_ratio=settings["unlabeled_ratio"], epochs=settings["epochs"],
+        steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
+        monitor="val_accuracy", patience=3, callbacks=chain, verbose=verbose,
+    )
+    ssl = report.model
+    labels, predictions = _predict_labels(ssl.model, data.validation)
+    results = {"ssl": {"val_accuracy": float(np.mean(labels == predictions)),
+                       "steps": report.steps_run, "epochs": report.epochs_run,
+                       "switch_epoch": report.switch_epoch,
+                       "seconds": round(report.wall_time_s, 1),
+                       "per_class": _per_class(labels, predictions, len(data.class_names))}}
+
+    if baseline:
+        _say("keras-ssl train: the supervised baseline at the same budget", verbose)
+        keras.utils.set_random_seed(seed)
+        net = _build_model(model, input_shape, len(data.class_names))
+        same = type(algorithm).from_config(algorithm.get_config())  # its own state
+        supervised = SemiSupervisedModel(net, same, settings["unlabeled_ratio"])
+        supervised.compile(optimizer="adam", metrics=["accuracy"])
+        spe = settings["steps_per_epoch"]
+        begin = time.perf_counter()
+        if minutes:
+            budget = [ssl_callbacks.TimeLimit(minutes, verbose=verbose)]
+            max_epochs = 10**6
+        else:
+            budget, max_epochs = [], max(1, round(report.steps_run / spe))
+        supervised.fit(data.train, epochs=max_epochs, steps_per_epoch=spe,
+                       validation_data=data.validation, callbacks=budget,
+                       verbose=verbose)
+        recompute_batchnorm_statistics(net, data.train, steps=20)
+        base_labels, base_predictions = _predict_labels(net, data.validation)
+        results["supervised"] = {
+            "val_accuracy": float(np.mean(base_labels == base_predictions)),
+            "steps": int(keras.ops.convert_to_numpy(supervised.optimizer.iterations)),
+            "seconds": round(time.perf_counter() - begin, 1),
+            "per_class": _per_class(base_labels, base_predictions, len(data.class_names)),
+        }
+
+    os.makedirs(out_dir, exist_ok=True)
+    files = {name: os.path.join(out_dir, name) for name in (
+        "model.keras", "class_names.json", "run.json", "report.md",
+        "learning_curves.png", "per_class_accuracy.png", "confusion_matrix.png")}
+    ssl.export_model("student").save(files["model.keras"])
+    with open(files["class_names.json"], "w") as f:
+        json.dump(data.class_names, f, indent=1)
+    report.plot(files["learning_curves.png"])
+    plots.plot_per_class_accuracy(
+        {name: r["per_class"] for name, r in results.items()}, data.class_names,
+        files["per_class_accuracy.png"], "accuracy per class (validation split)")
+    plots.plot_confusion_matrix(labels, predictions, data.class_names,
+                                files["confusion_matrix.png"], "SSL model, validation split")
+    summary = {"settings": settings, "results": results, "class_names": data.class_names,
+               "files": {k.split(".")[0]: v for k, v in files.items()},
+               "wall_time_s": round(time.perf_counter() - start, 1)}
+    summary["ssl"] = results["ssl"]
+    with open(files["run.json"], "w") as f:
+        json.dump(summary, f, indent=2, default=str)
+    with open(files["report.md"], "w") as f:
+        f.write(_markdown(summary, report))
+    _say(f"keras-ssl train: validation accuracy {results['ssl']['val_accuracy']:.3f}"
+         + (f" (supervised baseline {results['supervised']['val_accuracy']:.3f})"
+            if baseline else "")
+         + f"; wrote {out_dir}/ in {summary['wall_time_s']:.0f} s", verbose)
+    return summary
+
+
+def _markdown(summary, report):
+    settings, results = summary["settings"], summary["results"]
+    lines = ["# keras-ssl run", "",
+             (f"Labeled `{settings['labeled_dir']}` ({settings['labeled_images']} images, "
+             f"{settings['classes']} classes: {settings['train_images']} to train, "
+             f"{settings['validation_images']} held out for validation), unlabeled "
+             f"`{settings['unlabeled_dir']}` ({settings['unlabeled_images']} images). "
+             f"Wall time {summary['wall_time_s']:.0f} s."), "",
+             "| setting | value |", "|---|---|"]
+    for key in ("model", "image_size", "channels", "batch_size", "unlabeled_ratio",
+                "steps_per_epoch", "algorithm", "epochs", "minutes", "flip", "seed"):
+        lines.append(f"| {key} | {settings[key]} |")
+    lines += ["", "## Results (validation split)", "",
+              "| method | accuracy | steps | wall time |", "|---|---|---|---|"]
+    names = {"ssl": "semi-supervised (two-phase)", "supervised": "supervised baseline"}
+    for key, result in results.items():
+        lines.append(f"| {names[key]} | {result['val_accuracy']:.1%} | {result['steps']} | "
+                     f"{result['seconds']:.0f} s |")
+    budget = "minutes" if settings["minutes"] else "steps"
+    if "supervised" in results:
+        lines += ["", (f"The baseline had the same {budget} budget, the same model, "
+                  "augmentation of its labeled images, optimizer and validation split; "
+                  "no unlabeled images.")]
+    if report.switch_epoch is None:
+        phases = ("The validation accuracy did not plateau within the budget, so the "
+                  "unlabeled loss never started: the model above was trained supervised "
+                  "only. Allow more epochs or minutes.")
+    else:
+        phases = (f"Supervised for {report.switch_epoch + 1} epochs, then semi-supervised "
+                  f"up to epoch {report.epochs_run}; best epoch "
+                  f"{report.best_epoch + 1} (phase {report.best_phase}).")
+    lines += ["", phases, "",
+              "## Accuracy per class", "", "| class | " + " | ".join(
+                  names[k] for k in results) + " |",
+              "|---|" + "---|" * len(results)]
+    for index, name in enumerate(summary["class_names"]):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{results[k]['per_class'][index]:.1%}" for k in results) + " |")
+    lines += ["", "![learning curves](learning_curves.png)", "",
+              "![accuracy per class](per_class_accuracy.png)", "",
+              "![confusion matrix](confusion_matrix.png)", "",
+              ("`model.keras` loads with `keras.saving.load_model` (no keras-ssl needed); it "
+              "takes raw 0-255 pixels and returns logits. `class_names.json` maps its "
+              "outputs to class names."), ""]
+    return "\n".join(lines)
+
+
+def predict_folder(model_path, images_dir, out_csv, class_names=None, batch_size=64):
+    """Classify every image file under `images_dir`; write `path,class,probability`.
+
+    Args:
+        model_path: a `.keras` model written by `train_from_folders` (or any
+            model taking raw 0-255 pixels and returning class scores).
+        images_dir: a folder of images (sub-folders are read too).
+        out_csv: the CSV to write.
+        class_names: list of names; None reads `class_names.json` beside the
+            model.
+        batch_size: images per forward pass.
+
+    Returns:
+        The number of rows written.
+    """
+    if class_names is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "class_names.json")
+        if not os.path.exists(path):
+            raise InputError(
+                f"No class_names.json beside {model_path!r}: pass the class names "
+                "(--classes a,b,c) or copy the file written by keras-ssl train."
+            )
+        with open(path) as f:
+            class_names = json.load(f)
+    if not os.path.exists(model_path):
+        raise InputError(f"The model file {model_path!r} does not exist.")
+    model = keras.saving.load_model(model_path, compile=False)
+    height, width, channels = (int(v) for v in model.inputs[0].shape[1:])
+    scan = folders.scan(images_dir, labeled=False)
+    mode = "grayscale" if channels == 1 else "rgb"
+    rows = []
+    for begin in range(0, len(scan.files), batch_size):
+        paths = scan.files[begin:begin + batch_size]
+        batch = np.stack([
+            keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode,
+                                                          target_size=(height, width)))
+            for p in paths
+        ])
+        scores = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        if not (np.all(scores >= 0) and np.allclose(scores.sum(-1), 1.0, atol=1e-3)):
+            scores = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=-1))
+        for path, row in zip(paths, scores):
+            best = int(np.argmax(row))
+            rows.append((path, class_names[best], float(row[best])))
+    with open(out_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "class", "probability"])
+        for path, name, probability in rows:
+            writer.writerow([path, name, f"{probability:.4f}"])
+    return len(rows)
