@@ -243,6 +243,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
 
 def _warmup_images(x, unlabeled):
     """Images for BatchNorm warm-up: the unlabeled ones when they are an array."""
+    if unlabeled is None:
+        return x
     if isinstance(unlabeled, np.ndarray):
         if isinstance(x, np.ndarray):
             return np.concatenate([x.astype(unlabeled.dtype), unlabeled])
