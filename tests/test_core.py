@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_cnn
+from conftest import cheap_views, tiny_cnn
 
 import keras_ssl
 
@@ -88,7 +88,7 @@ def test_unlabeled_inputs_of_every_kind(images):
                       tf.data.Dataset.from_tensor_slices(u).batch(10), Unlabeled()):
         # A threshold every prediction passes: each unlabeled batch that
         # arrives counts in the mask rate and the loss.
-        m = _ssl(algorithm=keras_ssl.FixMatch(threshold=1e-6))
+        m = _ssl(algorithm=cheap_views(keras_ssl.FixMatch(threshold=1e-6)))
         h = m.fit(x, y, unlabeled=unlabeled, batch_size=8, epochs=1, verbose=0)
         assert h.history["mask_rate"][0] == pytest.approx(1.0)
         assert h.history["unsup_loss"][0] > 0
@@ -203,6 +203,7 @@ def test_mean_teacher_keeps_an_ema_teacher(images):
     assert max(diffs) > 0  # it lags the student
 
 
+@pytest.mark.slow
 def test_mobilenet_from_keras_applications_with_uint8_images():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)

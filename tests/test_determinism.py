@@ -81,7 +81,11 @@ def deterministic():
     restore()
 
 
-@pytest.mark.parametrize("algorithm", keras_ssl.algorithms.names())
+@pytest.mark.parametrize("algorithm", [
+    # FixMatch in the fast tier; the others, same code path, in the full run.
+    name if name == "fixmatch" else pytest.param(name, marks=pytest.mark.slow)
+    for name in keras_ssl.algorithms.names()
+])
 def test_same_seed_same_weights(deterministic, algorithm):
     first, first_logs = train(7, algorithm)
     second, second_logs = train(7, algorithm)
