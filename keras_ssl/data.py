@@ -283,6 +283,14 @@ def _split(element):
     return element, ()
 
 
+def _length(py_dataset):
+    """`len(py_dataset)`, or None for an endless one."""
+    try:
+        return len(py_dataset)
+    except TypeError:
+        return None
+
+
 def _peek_generator(generator, name):
     try:
         first = next(generator)
@@ -580,11 +588,7 @@ def _labeled_stream(x, kind, class_weight, steps_per_epoch):
             return source, first
         adapter = _compat.get_data_adapter(x, class_weight=class_weight)
     elif kind == "pydataset":
-        try:
-            length = len(x)
-        except TypeError:
-            length = None
-        if length == 0:
+        if _length(x) == 0:
             raise InputError("fit(x=...) is an empty PyDataset. Pass labeled batches.")
         first = x[0]
         if not isinstance(first, tuple):
@@ -690,11 +694,7 @@ def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u
         if cardinality >= 0 and not batched:
             checks.warn_small_unlabeled(cardinality, u_batch)
     elif kind == "pydataset":
-        try:
-            length = len(unlabeled)
-        except TypeError:
-            length = None
-        if length == 0:
+        if _length(unlabeled) == 0:
             raise _empty_unlabeled()
         first = unlabeled[0]
         if isinstance(first, (tuple, list, dict)):
