@@ -443,7 +443,6 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
                 "TensorFlow is not installed, so keras-ssl reads numpy arrays only; "
                 f"fit(x=...) is a {kind}. Pass numpy arrays, or install tensorflow."
             )
-        guard = StreamGuard(value_range)
         source, first = _labeled_stream(x, kind, class_weight, steps_per_epoch)
         if kind == "zipped":
             first, first_unlabeled = first
@@ -462,8 +461,8 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
     y_sample = np.asarray(y_sample)
 
     value_range = _declared_or_inferred_range(stats, value_range)
-    if guard is not None:
-        guard.value_range = value_range
+    if kind != "array" and not array_feed:  # streams are checked on their first batch
+        guard = StreamGuard(value_range)
 
     u_batch = unlabeled_ratio * len(x_sample)
     stream = None
