@@ -250,7 +250,8 @@ def _as_float(images):
     return tf.cast(images, "float32")
 
 
-def _split(element):
+def split_element(element):
+    """`(x, rest)` of a dataset element `x` or `(x, y[, sample_weight])`."""
     if isinstance(element, (tuple, list)):
         return element[0], tuple(element[1:])
     return element, ()
@@ -285,13 +286,13 @@ def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False
     if not zipped:
 
         def combine(*element):
-            x, rest = _split(element if len(element) > 1 else element[0])
+            x, rest = split_element(element if len(element) > 1 else element[0])
             return ({LABELED: augment_labeled(x)},) + rest
 
     else:
 
         def combine(lab, unl):
-            x, rest = _split(lab)
+            x, rest = split_element(lab)
             inputs = {LABELED: augment_labeled(x)}
             if isinstance(unl, (tuple, list)):
                 unl, inputs[UNLABELED_LABELS] = unl

@@ -306,20 +306,6 @@ def unknown_range_error(stats):
     )
 
 
-def check_range_unchanged(previous, inferred, stats):
-    """An inferred range must match the one the model was trained with before."""
-    if previous is None or inferred is None:
-        return
-    if tuple(previous) != tuple(inferred):
-        raise InputError(
-            f"{stats.name} has values in [{stats.low:g}, {stats.high:g}], which look "
-            f"like the range {tuple(inferred)}, but this model was trained on images "
-            f"in the range {tuple(previous)}. Pass images in the same range as "
-            "before, or declare SemiSupervisedModel(..., value_range=...) for a new "
-            "model."
-        )
-
-
 # ------------------------------------------------------------- labels
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from keras.utils import PyDataset
 
 from keras_ssl import checks
-from keras_ssl.augment import LABELED, UNLABELED, UNLABELED_LABELS
+from keras_ssl.augment import LABELED, UNLABELED, UNLABELED_LABELS, split_element
 from keras_ssl.checks import InputError
 
 DEFAULT_BATCH_SIZE = 32
@@ -277,12 +277,6 @@ def keras_tree_numpy(element):
     return keras.tree.map_structure(checks.numpy, element)
 
 
-def _split(element):
-    if isinstance(element, (tuple, list)):
-        return element[0], tuple(element[1:])
-    return element, ()
-
-
 def _length(py_dataset):
     """`len(py_dataset)`, or None for an endless one."""
     try:
@@ -446,7 +440,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         source, first = _labeled_stream(x, kind, class_weight, steps_per_epoch)
         if kind == "zipped":
             first, first_unlabeled = first
-        x_sample, rest = _split(first)
+        x_sample, rest = split_element(first)
         if not rest:
             raise InputError(
                 "The labeled data has no labels (it yields images only). Pass "
@@ -773,7 +767,7 @@ def _read_validation(validation_data, x_sample, value_range, labeled_stats):
             first = keras_tree_numpy(validation_data[0]) if len(validation_data) else None
         if first is None:
             raise InputError(f"{spec_name} yields nothing.")
-        images, rest = _split(first)
+        images, rest = split_element(first)
         if not rest:
             raise InputError(
                 f"{spec_name} yields images only; validation needs (images, labels)."

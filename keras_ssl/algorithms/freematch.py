@@ -1,6 +1,5 @@
 """FreeMatch's self-adaptive threshold as a pseudo-label mask."""
 
-import keras
 from keras import ops
 
 from keras_ssl import losses
@@ -49,19 +48,10 @@ class FreeMatch(PseudoLabel):
         self.class_confidence = None
 
     def build_state(self, num_classes):
-        if num_classes is None:
-            raise ValueError(
-                "FreeMatch needs the number of classes: build the wrapped model "
-                "(e.g. give it a keras.Input) before wrapping it."
-            )
-        self.global_confidence = keras.Variable(
-            1.0 / num_classes, dtype="float32", trainable=False,
-            name="freematch_global_confidence", aggregation="mean",
-        )
-        self.class_confidence = keras.Variable(
-            ops.ones((num_classes,)) / num_classes, dtype="float32", trainable=False,
-            name="freematch_class_confidence", aggregation="mean",
-        )
+        classes = self.known_classes(num_classes)
+        self.global_confidence = self.state_variable("global_confidence", 1.0 / classes)
+        self.class_confidence = self.state_variable(
+            "class_confidence", ops.ones((classes,)) / classes)
         return [self.global_confidence, self.class_confidence]
 
     def mask(self, probs, confidence, labels):

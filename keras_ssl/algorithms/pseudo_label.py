@@ -68,6 +68,20 @@ class PseudoLabel(Algorithm):
         strong = self.strong or augment.strong_augmentation(value_range, flip=self.flip)
         return {"weak": weak, "strong": strong}
 
+    def known_classes(self, num_classes):
+        """`num_classes` for `build_state`, or a clear error when it is not known yet."""
+        if num_classes is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the number of classes: build the wrapped "
+                "model (e.g. give it a keras.Input) before wrapping it."
+            )
+        return int(num_classes)
+
+    def state_variable(self, name, value):
+        """A non-trainable float32 state variable of this algorithm (for `build_state`)."""
+        return keras.Variable(value, dtype="float32", trainable=False,
+                              name=f"{self.name}_{name}", aggregation="mean")
+
     def targets(self, probs, confidence, labels):
         """The class each unlabeled image is trained towards (hard labels)."""
         del probs, confidence

@@ -1,6 +1,5 @@
 """SoftMatch: every pseudo-label counts, weighted by a truncated Gaussian of its confidence."""
 
-import keras
 from keras import ops
 
 from keras_ssl.algorithms.base import register
@@ -52,19 +51,9 @@ class SoftMatch(PseudoLabel):
         self.confidence_variance = None
 
     def build_state(self, num_classes):
-        if num_classes is None:
-            raise ValueError(
-                "SoftMatch needs the number of classes: build the wrapped model "
-                "(e.g. give it a keras.Input) before wrapping it."
-            )
-        self.confidence_mean = keras.Variable(
-            1.0 / num_classes, dtype="float32", trainable=False,
-            name="softmatch_confidence_mean", aggregation="mean",
-        )
-        self.confidence_variance = keras.Variable(
-            1.0, dtype="float32", trainable=False,
-            name="softmatch_confidence_variance", aggregation="mean",
-        )
+        classes = self.known_classes(num_classes)
+        self.confidence_mean = self.state_variable("confidence_mean", 1.0 / classes)
+        self.confidence_variance = self.state_variable("confidence_variance", 1.0)
         return [self.confidence_mean, self.confidence_variance]
 
     def mask(self, probs, confidence, labels):
