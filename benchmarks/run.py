@@ -6,11 +6,25 @@ augmentation and number of steps (or, for `--equal-time`, the same wall time).
         --methods supervised,freematch,fixmatch,mean_teacher,oracle --equal-time freematch \
         --steps 3500 --batch-size 32 --ratio 3 --seeds 0
 
-Methods: supervised, fixmatch, freematch, mean_teacher, oracle (supervised on the
-labeled and unlabeled images with their true labels: the ceiling). Options go
-after a colon, e.g. `fixmatch:threshold=0.8`. The test images are read once per
-run, after training. Prints a markdown table and writes JSON and a PNG of test
-accuracy against wall time.
+Methods: supervised, supervised_strong (the labeled images get the strong
+view), oracle (supervised on the labeled and unlabeled images with their true
+labels: the ceiling) and every registered algorithm (`keras_ssl.algorithms.names()`).
+Options go after a colon, separated by `;`, e.g. `fixmatch:threshold=0.8`;
+`warmup=N` (any SSL method) first trains N supervised steps (cheap steps, no
+unlabeled batch) and then the method for the rest, under one schedule.
+
+Evaluation: after training, BatchNorm statistics are recomputed exactly on
+the unlabeled training images (not augmented) for the final weights and the
+test accuracy is taken ("student"); then the same for the model's EMA of the
+weights ("ema", decay 0.999, the library's default). Both come from the same
+run; the test images are read after training only.
+
+`--equal-time METHOD` adds supervised and supervised_strong runs with the
+wall time of METHOD: the step count is METHOD's measured wall time (training
+and table refreshes) times supervised's steady rate, or `--equal-time-steps`
+when given (e.g. from step costs measured on an idle machine with
+`benchmarks.step_cost`). Prints a markdown table and writes JSON and a PNG of
+test accuracy against wall time.
 """
 
 import argparse
@@ -32,12 +46,28 @@ def parse_method(spec):
     options = {}
     for item in filter(None, opts.split(";")):
         key, _, value = item.partition("=")
-        options[key] = float(value) if value.replace(".", "", 1).isdigit() else value
+        if value in ("True", "False"):
+            options[key] = value == "True"
+        elif value.replace(".", "", 1).isdigit():
+            options[key] = float(value)
+        else:
+            options[key] = value
     return name, options
 
 
-def make_algorithm(name, options, flip, steps):
-    if name in ("supervised", "oracle", "supervised_equal_time"):
+SUPERVISED = ("supervised", "oracle", "supervised_strong")
+
+
+def base_name(name):
+    return name.replace("_equal_time", "")
+
+
+def make_algorithm(name, options, flip, steps, value_range):
+    name = base_name(name)
+    if name == "supervised_strong":
+        strong = keras_ssl.augment.strong_augmentation(value_range, flip=flip)
+        return keras_ssl.FixMatch(flip=flip, weak=strong)  # labeled images: strong view
+    if name in SUPERVISED:
         return keras_ssl.FixMatch(flip=flip)  # only its weak view is used
     try:
         return keras_ssl.algorithms.get(name, steps=steps, flip=flip, **options)
@@ -52,6 +82,11 @@ class _StepTimer(keras.callbacks.Callback):
     carries the one-off tracing and pipeline start-up.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+        self.epoch_ends = []
+
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
         self.epoch_ends = []
@@ -60,19 +95,20 @@ class _StepTimer(keras.callbacks.Callback):
         self.epoch_ends.append(time.perf_counter())
 
     def on_train_end(self, logs=None):
-        self.seconds = time.perf_counter() - self.start
+        self.seconds += time.perf_counter() - self.start
 
 
 def run_one(args, split, method_spec, seed, steps):
     name, options = parse_method(method_spec)
+    warmup = int(options.pop("warmup", 0))
     keras.utils.set_random_seed(seed)
     if args.dataset == "cifar10":
-        net, flip = datasets.cnn6(), True
+        net, flip, value_range = datasets.cnn6(), True, (0, 255)
     else:
         from keras_ssl.demo import small_cnn
 
-        net, flip = small_cnn(), False
-    algorithm = make_algorithm(name, options, flip, steps)
+        net, flip, value_range = small_cnn(), False, (0, 16)
+    algorithm = make_algorithm(name, options, flip, steps - warmup, value_range)
     model = keras_ssl.SemiSupervisedModel(net, algorithm, unlabeled_ratio=args.ratio)
     if args.optimizer == "sgd":
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
@@ -87,41 +123,62 @@ def run_one(args, split, method_spec, seed, steps):
     if name == "oracle":
         x = np.concatenate([x, split["x_unl"]])
         y = np.concatenate([y, split["y_unl"]])
-    use_unlabeled = name not in ("supervised", "oracle", "supervised_equal_time")
+    use_unlabeled = base_name(name) not in SUPERVISED
     epochs = max(1, min(args.epochs, steps))
+    per_epoch = steps // epochs
+    warm_epochs = int(round(warmup / per_epoch)) if warmup else 0
     timer = _StepTimer()
+    batch_size = min(args.batch_size, len(x))
+    if warm_epochs:
+        model.fit(x, y, batch_size=batch_size, epochs=warm_epochs,
+                  steps_per_epoch=per_epoch, callbacks=[timer], verbose=args.verbose)
     history = model.fit(
         x, y, unlabeled=unlabeled if use_unlabeled else None,
         unlabeled_labels=split["y_unl"] if use_unlabeled else None,
-        batch_size=min(args.batch_size, len(x)), epochs=epochs,
-        steps_per_epoch=steps // epochs, callbacks=[timer], verbose=args.verbose,
+        batch_size=batch_size, epochs=epochs, initial_epoch=warm_epochs,
+        steps_per_epoch=per_epoch, callbacks=[timer], verbose=args.verbose,
     )
-    if args.recalibrate_bn:
-        from keras_ssl.callbacks import recompute_batchnorm_statistics
-
-        source = split["x_lab"] if args.recalibrate_bn == "labeled" else split["x_unl"]
-        recompute_batchnorm_statistics(model, source, steps=50, batch_size=64)
-    test = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
     logs = {k: float(v[-1]) for k, v in history.history.items()}
-    done = int(model.ssl_step.numpy()) if hasattr(model.ssl_step, "numpy") else steps
+    done = int(keras.ops.convert_to_numpy(model.ssl_step))
+    # BatchNorm statistics recomputed on the unlabeled training images for the
+    # final weights, then for the EMA weights; the test set is read after
+    # training only.
+    bn_images = split["x_unl"]
+    from keras_ssl.callbacks import recompute_batchnorm_statistics
+
+    saved = [keras.ops.convert_to_numpy(v) for v in model.model.non_trainable_variables]
+    recompute_batchnorm_statistics(model.model, bn_images, steps=50, batch_size=128)
+    student = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
+    for variable, value in zip(model.model.non_trainable_variables, saved):
+        variable.assign(value)
+    with model.ema_weights(batchnorm_data=bn_images, batchnorm_steps=50):
+        ema = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
+    table = model.pseudo_label_table
     result = {"method": method_spec, "seed": seed, "steps": done,
-              "accuracy": float(test["accuracy"]), "seconds": timer.seconds,
+              "accuracy": float(ema["accuracy"]),
+              "student_accuracy": float(student["accuracy"]),
+              "ema_accuracy": float(ema["accuracy"]),
+              "seconds": timer.seconds,
               "steps_per_second": done / timer.seconds,
-              "steady_steps_per_second": _steady_rate(timer, done, epochs),
+              "steady_steps_per_second": _steady_rate(timer, per_epoch),
+              "table_seconds": None if table is None else table.seconds,
               "mask_rate": logs.get("mask_rate"),
               "pseudo_label_accuracy": logs.get("pseudo_label_accuracy"),
               "final_logs": logs}
-    print(f"  {method_spec:>24} seed {seed}: test accuracy {result['accuracy']:.4f}, "
+    print(f"  {method_spec:>24} seed {seed}: test accuracy EMA {result['ema_accuracy']:.4f} "
+          f"student {result['student_accuracy']:.4f}, "
           f"{done} steps in {timer.seconds:.0f} s ({result['steps_per_second']:.2f} steps/s)"
           + (f", mask rate {result['mask_rate']:.2f}" if result["mask_rate"] is not None
-             else ""), flush=True)
+             else "")
+          + (f", pseudo-label accuracy {result['pseudo_label_accuracy']:.3f}"
+             if result["pseudo_label_accuracy"] is not None else ""), flush=True)
     return result
 
 
-def _steady_rate(timer, steps, epochs):
+def _steady_rate(timer, per_epoch):
+    """Steps/s over the last fit's epochs after its first (tracing, start-up)."""
     if len(timer.epoch_ends) < 2:
-        return steps / timer.seconds
-    per_epoch = steps / epochs
+        return None
     return per_epoch * (len(timer.epoch_ends) - 1) / (timer.epoch_ends[-1] - timer.epoch_ends[0])
 
 
@@ -132,10 +189,14 @@ def summarize(results):
     table = []
     for method, runs in rows.items():
         acc = np.array([r["accuracy"] for r in runs])
+        student = np.array([r["student_accuracy"] for r in runs])
         masks = [r["mask_rate"] for r in runs if r["mask_rate"] is not None]
         table.append({
             "method": method, "runs": len(runs), "mean": float(acc.mean()),
-            "std": float(acc.std()), "steps": int(np.mean([r["steps"] for r in runs])),
+            "std": float(acc.std()), "student_mean": float(student.mean()),
+            "student_std": float(student.std()),
+            "per_seed": [round(100 * float(a), 2) for a in acc],
+            "steps": int(np.mean([r["steps"] for r in runs])),
             "seconds": float(np.mean([r["seconds"] for r in runs])),
             "steps_per_second": float(np.mean([r["steps_per_second"] for r in runs])),
             "mask_rate": float(np.mean(masks)) if masks else None,
@@ -144,11 +205,15 @@ def summarize(results):
 
 
 def markdown(table):
-    lines = [("| method | test accuracy (mean ± std) | runs | steps | wall time (s) | steps/s "
-             "| final mask rate |"), "|---|---|---|---|---|---|---|"]
+    lines = [("| method | EMA test accuracy (mean ± std) | per seed | student (mean ± std) "
+              "| runs | steps | wall time (s) | steps/s | final mask rate |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in table:
         mask = "-" if row["mask_rate"] is None else f"{row['mask_rate']:.2f}"
+        seeds = " / ".join(f"{a:.2f}" for a in row["per_seed"])
         lines.append(f"| {row['method']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} | "
+                     f"{seeds} | {100 * row['student_mean']:.2f} ± "
+                     f"{100 * row['student_std']:.2f} | "
                      f"{row['runs']} | {row['steps']} | {row['seconds']:.0f} | "
                      f"{row['steps_per_second']:.2f} | {mask} |")
     return "\n".join(lines)
@@ -183,7 +248,11 @@ def main(argv=None):
     p.add_argument("--unlabeled", type=int, default=20000, help="CIFAR-10 unlabeled images")
     p.add_argument("--methods", default="supervised,fixmatch,mean_teacher,oracle")
     p.add_argument("--equal-time", metavar="METHOD",
-                   help="also run supervised for the same wall time as METHOD")
+                   help="also run supervised and supervised_strong for the wall time of "
+                   "METHOD")
+    p.add_argument("--equal-time-steps", type=int,
+                   help="step count of the equal-wall-time runs (default: from METHOD's "
+                   "measured wall time and supervised's steady rate)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=10, help="epochs the steps are split into")
@@ -192,9 +261,6 @@ def main(argv=None):
     p.add_argument("--optimizer", choices=["sgd", "adam"], default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--recalibrate-bn", choices=["labeled", "unlabeled"],
-                   help="recompute BatchNorm statistics exactly on these training images "
-                   "(not augmented) before the test evaluation, for every method alike")
     p.add_argument("--out", default="results/bench")
     p.add_argument("--verbose", type=int, default=0)
     args = p.parse_args(argv)
@@ -219,10 +285,13 @@ def main(argv=None):
         for method in methods:
             seed_results.append(run_one(args, split, method, seed, args.steps))
         if args.equal_time:
-            ref = next(r for r in seed_results if r["method"] == args.equal_time)
-            sup = next(r for r in seed_results if r["method"] == "supervised")
-            steps = int(ref["seconds"] * sup["steady_steps_per_second"])
-            seed_results.append(run_one(args, split, "supervised_equal_time", seed, steps))
+            steps = args.equal_time_steps
+            if steps is None:
+                ref = next(r for r in seed_results if r["method"] == args.equal_time)
+                sup = next(r for r in seed_results if r["method"] == "supervised")
+                steps = int(ref["seconds"] * sup["steady_steps_per_second"])
+            for baseline in ("supervised_equal_time", "supervised_strong_equal_time"):
+                seed_results.append(run_one(args, split, baseline, seed, steps))
         results += seed_results
     table = summarize(results)
     os.makedirs(args.out, exist_ok=True)

@@ -10,7 +10,7 @@ from keras_ssl import (
     models,
     runner,
 )
-from keras_ssl.algorithms import Algorithm, FixMatch, FreeMatch, MeanTeacher
+from keras_ssl.algorithms import Algorithm, FixMatch, FreeMatch, MeanTeacher, SelfTraining
 from keras_ssl.checks import InputError
 from keras_ssl.model import SemiSupervisedModel
 from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
@@ -23,6 +23,7 @@ __all__ = [
     "FreeMatch",
     "InputError",
     "MeanTeacher",
+    "SelfTraining",
     "SemiSupervisedModel",
     "TwoPhaseReport",
     "algorithms",

@@ -26,6 +26,10 @@ RANGE_FREE_LAYERS = (
 LABELED = "labeled"
 UNLABELED = "unlabeled"
 UNLABELED_LABELS = "unlabeled_labels"
+# Position of each unlabeled image in the unlabeled array, and its row of the
+# model's pseudo-label table (algorithms with `uses_table`).
+UNLABELED_INDEX = "unlabeled_index"
+UNLABELED_TARGETS = "unlabeled_targets"
 VALUE_RANGES = {"uint8": (0, 255), "unit": (0, 1), "symmetric": (-1, 1)}
 # Views compute in float32 whatever the global dtype policy: under
 # mixed_float16, Keras's RandomErasing fails in float16 and 0-255 pixels would
@@ -257,7 +261,8 @@ def split_element(element):
     return element, ()
 
 
-def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False):
+def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False,
+                 targets=None):
     """Map every augmented view over a (zipped) `tf.data` source, in parallel.
 
     Args:
@@ -270,6 +275,9 @@ def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False
         zipped: whether `dataset` carries an unlabeled stream.
         on_device: make no view here: yield the raw float32 batches as
             `{"labeled": x, "unlabeled": u}`; the training step augments them.
+        targets: for unlabeled batches that carry their images' indices, a
+            callable `indices -> (batch, classes) float32` (the pseudo-label
+            table's rows), added as `"unlabeled_targets"`.
 
     Returns:
         A dataset of `({"labeled": x, view: ..., ...}, y[, sample_weight])`.
@@ -294,7 +302,15 @@ def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False
         def combine(lab, unl):
             x, rest = split_element(lab)
             inputs = {LABELED: augment_labeled(x)}
-            if isinstance(unl, (tuple, list)):
+            if isinstance(unl, dict):
+                if "labels" in unl:
+                    inputs[UNLABELED_LABELS] = unl["labels"]
+                if "index" in unl:
+                    inputs[UNLABELED_INDEX] = unl["index"]
+                    if targets is not None:
+                        inputs[UNLABELED_TARGETS] = targets(unl["index"])
+                unl = unl["images"]
+            elif isinstance(unl, (tuple, list)):
                 unl, inputs[UNLABELED_LABELS] = unl
             unl = _as_float(unl)
             for name, view in views.items():

@@ -33,7 +33,9 @@ import numpy as np
 from keras.utils import PyDataset
 
 from keras_ssl import checks
-from keras_ssl.augment import LABELED, UNLABELED, UNLABELED_LABELS, split_element
+from keras_ssl.augment import (
+    LABELED, UNLABELED, UNLABELED_INDEX, UNLABELED_LABELS, UNLABELED_TARGETS, split_element,
+)
 from keras_ssl.checks import InputError
 
 DEFAULT_BATCH_SIZE = 32
@@ -261,6 +263,8 @@ class FitInputs:
         class_weight: `fit`'s class weights, to check against the classes.
         guard: the `StreamGuard` of the streams, or None for arrays.
         has_unlabeled, has_unlabeled_labels: what the step will receive.
+        unlabeled_images: the unlabeled array, when batches carry indices
+            into it (`unlabeled_index=True`), else None.
     """
 
     def __init__(self, **fields):
@@ -339,7 +343,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
          unlabeled_labels=None, shuffle=True, class_weight=None, steps_per_epoch=None,
          epochs=1, initial_epoch=0, validation_split=0.0, validation_data=None,
          validation_steps=None, validation_freq=1, unlabeled_ratio=7, value_range=None,
-         array_feed=False):
+         array_feed=False, unlabeled_index=False):
     """Read and check `fit`'s data arguments; build the raw sources.
 
     Args:
@@ -349,6 +353,9 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
             with), or None to infer it.
         array_feed: build an `ArraySource` (numpy, no TensorFlow) instead of
             `tf.data` sources.
+        unlabeled_index: unlabeled batches also carry each image's position
+            in the unlabeled array (for a pseudo-label table); the unlabeled
+            images must then be an array.
 
     Returns:
         A `FitInputs`. Raises `InputError` for anything it cannot train on;
@@ -470,9 +477,17 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     elif unlabeled is not None:
+        if unlabeled_index and _kind(unlabeled, "unlabeled") != "array":
+            raise InputError(
+                "This algorithm keeps a pseudo-label for every unlabeled image, so "
+                "fit(unlabeled=...) must be a numpy array of images; received a "
+                f"{_kind(unlabeled, 'unlabeled')}. Read the images into an array "
+                "first (e.g. np.concatenate(list(dataset.as_numpy_iterator()))), or "
+                "use an algorithm without a table such as keras_ssl.FixMatch."
+            )
         stream, guard = _unlabeled_stream(
             unlabeled, unlabeled_labels, x_sample, value_range, stats, u_batch,
-            guard, array_feed,
+            guard, array_feed, unlabeled_index,
         )
     if kind in ("dataset", "pydataset", "generator"):
         source = source.map(guard.labeled_batch, num_parallel_calls=tf.data.AUTOTUNE)
@@ -482,7 +497,8 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
     )
     if array_feed:
         source = ArraySource(x, y, sample_weight, batch_size, unlabeled, u_batch,
-                             unlabeled_labels, shuffle, steps_per_epoch)
+                             unlabeled_labels, shuffle, steps_per_epoch,
+                             with_index=unlabeled_index)
     elif stream is not None:
         source = tf.data.Dataset.zip((source, stream))
     return FitInputs(
@@ -492,6 +508,8 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         validation_labels=validation_labels, class_weight=class_weight, guard=guard,
         has_unlabeled=kind == "zipped" or unlabeled is not None,
         has_unlabeled_labels=unlabeled_labels is not None,
+        unlabeled_images=(np.asarray(unlabeled) if unlabeled_index and unlabeled is not None
+                          else None),
     )
 
 
@@ -637,7 +655,7 @@ def _unbatched_images(unlabeled, kind, image_rank):
 
 
 def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u_batch,
-                      guard, array_feed):
+                      guard, array_feed, with_index=False):
     """Check the unlabeled input; return its batched stream and the stream guard.
 
     Arrays are checked whole and need no guard (`guard` comes back as given);
@@ -658,6 +676,12 @@ def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u
         checks.warn_small_unlabeled(len(images), u_batch)
         if array_feed:
             return None, guard
+        if with_index:
+            element = {"images": images, "index": np.arange(len(images), dtype="int32")}
+            if labels is not None:
+                element["labels"] = np.asarray(labels).reshape(-1)
+            dataset = tf.data.Dataset.from_tensor_slices(element)
+            return _shuffled_batches(dataset, None, u_batch), guard
         dataset = tf.data.Dataset.from_tensor_slices(images)
         return _shuffled_batches(dataset, labels, u_batch), guard
     if array_feed:
@@ -806,11 +830,14 @@ class ArraySource(PyDataset):
         shuffle: reshuffle the labeled data every epoch.
         steps_per_epoch: when given, the labeled data repeats endlessly.
         seed: seed of the shuffles.
+        with_index: unlabeled batches also carry the images' indices.
+        targets: callable `indices -> rows` of a pseudo-label table, added
+            to the batches as `"unlabeled_targets"` (set by the model).
     """
 
     def __init__(self, x, y, sample_weight=None, batch_size=32, unlabeled=None,
                  unlabeled_batch=None, unlabeled_labels=None, shuffle=True,
-                 steps_per_epoch=None, seed=None):
+                 steps_per_epoch=None, seed=None, with_index=False, targets=None):
         super().__init__()
         self.x, self.y = np.asarray(x), np.asarray(y)
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight)
@@ -822,6 +849,8 @@ class ArraySource(PyDataset):
         self.unlabeled_batch = int(unlabeled_batch or 0)
         self.shuffle = shuffle
         self.steps_per_epoch = steps_per_epoch
+        self.with_index = bool(with_index)
+        self.targets = targets
         self._rng = np.random.default_rng(seed)
         self._order = self._permutation(len(self.x), shuffle)
         self._stream = np.zeros((0,), "int64")
@@ -857,6 +886,10 @@ class ArraySource(PyDataset):
             inputs[UNLABELED] = self.unlabeled[picked].astype("float32")
             if self.unlabeled_labels is not None:
                 inputs[UNLABELED_LABELS] = self.unlabeled_labels[picked]
+            if self.with_index:
+                inputs[UNLABELED_INDEX] = picked.astype("int32")
+                if self.targets is not None:
+                    inputs[UNLABELED_TARGETS] = self.targets(picked)
         batch = (inputs, self.y[rows])
         if self.sample_weight is not None:
             batch = batch + (self.sample_weight[rows],)

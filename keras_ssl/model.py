@@ -18,6 +18,7 @@ from keras import ops
 from keras_ssl import _compat, augment, checks, data, losses
 from keras_ssl.algorithms import FixMatch
 from keras_ssl.algorithms.base import Algorithm, as_unlabeled_loss
+from keras_ssl.pseudo_table import PseudoLabelTable, TableRefresh
 
 LABELED = data.LABELED
 SSL_METRICS = ("sup_loss", "unsup_loss")
@@ -123,11 +124,22 @@ class SemiSupervisedModel(keras.Model):
             EMA (algorithms with a teacher need one).
         ema_warmup: use the decay warm-up `min(decay, (1 + t) / (10 + t))`
             at step `t`. Default True.
+        target_pass: how views that only make targets (the algorithm's
+            `target_views`, e.g. FixMatch's weak view) go through the model.
+            `"batch"` (default): a second forward pass without a backward
+            pass, BatchNorm normalizing by that view's own batch statistics
+            (its moving statistics are not updated by it). `"moving"`: the
+            same pass in inference mode (BatchNorm's moving statistics).
+            `"joint"`: in the one concatenated forward and backward pass with
+            the other views (FixMatch's original, about 30 % more compute per
+            step). BENCHMARKS.md measures the three. With
+            `augment_on_device=True` the pass is joint.
     """
 
     def __init__(self, model, algorithm=None, unlabeled_ratio=7, value_range=None,
                  outputs="auto", augment_labeled=True, ema_teacher=None,
-                 augment_on_device=False, ema_decay="auto", ema_warmup=True, **kwargs):
+                 augment_on_device=False, ema_decay="auto", ema_warmup=True,
+                 target_pass="batch", **kwargs):
         super().__init__(**kwargs)
         checks.check_wrapped_model(model)
         checks.check_unlabeled_ratio(unlabeled_ratio)
@@ -153,6 +165,12 @@ class SemiSupervisedModel(keras.Model):
             outputs == "logits" or (outputs == "auto" and not _ends_with_softmax(model))
         )
         self.augment_labeled = bool(augment_labeled)
+        if target_pass not in ("batch", "moving", "joint"):
+            raise ValueError(
+                "SemiSupervisedModel(target_pass=...) must be 'batch', 'moving' or "
+                f"'joint'; received {target_pass!r}."
+            )
+        self.target_pass = target_pass
         self.ema_decay, self.ema_warmup = _resolve_ema(
             ema_decay, ema_warmup, ema_teacher, algorithm
         )
@@ -257,11 +275,36 @@ class SemiSupervisedModel(keras.Model):
             return self.model(inputs, training=training)
         if training and self.augment_on_device:
             inputs = self._augment_in_step(inputs, self.algorithm.views, labeled=True)
-        names = [LABELED] + [v for v in self.algorithm.views if v in inputs]
+        separate = self._separate_target_views() if training else ()
+        names = [LABELED] + [
+            v for v in self.algorithm.views if v in inputs and v not in separate
+        ]
         if len(names) == 1:
             return {LABELED: self.model(inputs[LABELED], training=training)}
         parts = [ops.cast(inputs[n], "float32") for n in names]
         outputs = self.model(ops.concatenate(parts, axis=0), training=training)
+        return _split_rows(outputs, names, parts)
+
+    def _separate_target_views(self):
+        """The target-only views that get their own forward pass (no backward)."""
+        if self.target_pass == "joint" or self.augment_on_device:
+            return ()
+        return tuple(v for v in getattr(self.algorithm, "target_views", ())
+                     if v in self.algorithm.views)
+
+    def _target_logits(self, x, names):
+        """Logits of the student on target-only views: forward only, no gradient."""
+        parts = [ops.cast(x[v], "float32") for v in names]
+        kwargs = {}
+        if _compat.call_has_training_arg(self.model):
+            kwargs["training"] = self.target_pass == "batch"
+        outputs, _ = self.model.stateless_call(
+            [w.value for w in self.model.trainable_variables],
+            [v.value for v in self.model.non_trainable_variables],
+            ops.concatenate(parts, axis=0),
+            **kwargs,
+        )  # the updated BatchNorm statistics are dropped
+        outputs = ops.stop_gradient(self._as_logits(outputs))
         return _split_rows(outputs, names, parts)
 
     def _as_logits(self, outputs):
@@ -318,9 +361,17 @@ class SemiSupervisedModel(keras.Model):
         loss = sup_loss
         step = self.ssl_step.value
         views = self.algorithm.views
-        if views and all(v in y_pred for v in views):
-            logits = {v: self._as_logits(y_pred[v]) for v in views}
+        separate = self._separate_target_views() if training else ()
+        if separate and not (isinstance(x, dict) and all(v in x for v in separate)):
+            separate = ()
+        if views and all(v in y_pred or v in separate for v in views):
+            logits = {v: self._as_logits(y_pred[v]) for v in views if v in y_pred}
+            if separate:
+                logits.update(self._target_logits(x, separate))
             teacher_logits = self._teacher_logits(x)
+            if isinstance(x, dict) and data.UNLABELED_TARGETS in x:
+                table = ops.clip(ops.cast(x[data.UNLABELED_TARGETS], "float32"), 1e-7, 1.0)
+                teacher_logits = {**teacher_logits, "table": ops.log(table)}
             unsup_loss, metrics, pseudo = as_unlabeled_loss(
                 self.algorithm.unlabeled_loss(logits, teacher_logits, step)
             )
@@ -474,6 +525,10 @@ class SemiSupervisedModel(keras.Model):
         )
         dataset = self._prepare(inputs)
         callbacks = list(callbacks or [])
+        if self.pseudo_label_table is not None:
+            # First: the other callbacks' epoch begins see the fresh table.
+            callbacks.insert(0, TableRefresh(self.pseudo_label_table,
+                                             self.algorithm.refresh_every))
         if inputs.guard is not None:
             callbacks.append(data.SkipReport(inputs.guard))
         return super().fit(
@@ -521,6 +576,7 @@ class SemiSupervisedModel(keras.Model):
         return data.read(
             x, y, unlabeled_ratio=self.unlabeled_ratio, array_feed=array_feed,
             value_range=self.value_range,
+            unlabeled_index=bool(getattr(self.algorithm, "uses_table", False)),
             **kwargs,
         )
 
@@ -584,20 +640,31 @@ class SemiSupervisedModel(keras.Model):
             self._reported |= set(self.algorithm.metric_names)
             if inputs.has_unlabeled_labels:
                 self._reported.add("pseudo_label_accuracy")
+        table = None
+        if getattr(inputs, "unlabeled_images", None) is not None:
+            table = PseudoLabelTable(inputs.unlabeled_images, num_classes)
+        self._table = _Untracked(table=table)
         if isinstance(inputs.source, data.ArraySource):
+            inputs.source.targets = None if table is None else table.lookup
             return inputs.source
         return augment.attach_views(
             inputs.source, self._augmentations.views, self._augmentations.labeled_view,
             zipped=inputs.has_unlabeled, on_device=self.augment_on_device,
+            targets=None if table is None else table.tf_lookup,
         )
+
+    @property
+    def pseudo_label_table(self):
+        """The `PseudoLabelTable` of the last `fit` (algorithms with `uses_table`), or None."""
+        return getattr(getattr(self, "_table", None), "table", None)
 
     def _make_views(self, value_range=None, with_unlabeled=True):
         """The algorithm's views (only those used), and the labeled view."""
         views = self.algorithm.build_views(value_range or self.value_range or (0.0, 1.0))
         needed = tuple(self.algorithm.views) + tuple(self.algorithm.teacher_views)
-        views = {name: views[name] for name in needed}
         name = self.algorithm.labeled_view
         labeled_view = views[name] if (self.augment_labeled and name) else None
+        views = {name: views[name] for name in needed}
         return _Untracked(views=views if with_unlabeled else {}, labeled_view=labeled_view,
                           all_views=views)
 
@@ -642,6 +709,58 @@ class SemiSupervisedModel(keras.Model):
             self.build(x_sample.shape)
         else:
             self._build_teacher()
+
+    # ----------------------------------------------------------- EMA weights
+
+    @contextlib.contextmanager
+    def ema_weights(self, batchnorm_data=None, batchnorm_steps=50, batch_size=128):
+        """Evaluate, predict or label with the EMA weights, inside a `with` block.
+
+        The model's EMA of the trainable weights (`ema_decay`) replaces them
+        for the block; with `batchnorm_data`, BatchNorm moving statistics are
+        recomputed exactly for those weights on it first
+        (`recompute_batchnorm_statistics`). On exit the model's own weights
+        and statistics are back, bit for bit. Call it between `fit`s (or in a
+        callback's epoch begin/end), not inside a compiled step.
+
+        Example:
+
+        ```python
+        ssl.fit(x, y, unlabeled=u, epochs=10)
+        with ssl.ema_weights(batchnorm_data=u):
+            ssl.evaluate(x_test, y_test)
+            probs = ssl.predict(x_new)
+        ```
+
+        Args:
+            batchnorm_data: unaugmented training images (numpy array or
+                anything `recompute_batchnorm_statistics` takes), or None to
+                keep the student's moving statistics.
+            batchnorm_steps: batches for the recomputation. Default 50.
+            batch_size: their size (arrays). Default 128.
+        """
+        if not self.teacher_weights:
+            raise ValueError(
+                "ema_weights(): this model keeps no EMA of its weights (it was built "
+                "with ema_decay=None, or has not been built by fit yet). Build it with "
+                "SemiSupervisedModel(..., ema_decay=0.999)."
+            )
+        from keras_ssl.batchnorm import recompute_batchnorm_statistics
+
+        trainable = [ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+        frozen = [ops.convert_to_numpy(v) for v in self.model.non_trainable_variables]
+        try:
+            for variable, average in zip(self.model.trainable_variables, self.teacher_weights):
+                variable.assign(ops.copy(average.value))
+            if batchnorm_data is not None:
+                recompute_batchnorm_statistics(self.model, batchnorm_data,
+                                               steps=batchnorm_steps, batch_size=batch_size)
+            yield self
+        finally:
+            for variable, value in zip(self.model.trainable_variables, trainable):
+                variable.assign(value)
+            for variable, value in zip(self.model.non_trainable_variables, frozen):
+                variable.assign(value)
 
     # -------------------------------------------------------------- saving
 
@@ -711,6 +830,7 @@ class SemiSupervisedModel(keras.Model):
             "augment_on_device": self.augment_on_device,
             "ema_decay": self.ema_decay,
             "ema_warmup": self.ema_warmup,
+            "target_pass": self.target_pass,
         })
         return config
 

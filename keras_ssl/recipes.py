@@ -102,10 +102,12 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
     """Train supervised until a plateau, then semi-supervised, in one call.
 
     The tutorial's flow without assembling the pieces: wrap the classifier
-    in a `SemiSupervisedModel`, train phase 1 with the unlabeled loss off
+    in a `SemiSupervisedModel`, train phase 1 supervised (a `fit` without the
+    unlabeled images: supervised steps, a fraction of an SSL step's cost)
     until `monitor` stops improving (`PlateauPhaseSwitch`), restore its best
-    weights, turn the unlabeled loss on and train phase 2 until it stops
-    improving, then restore the best weights of the run. BatchNorm statistics
+    weights, then train phase 2 with the unlabeled images (a second `fit`,
+    continuing the epoch count) until it stops improving, and restore the
+    best weights of the run. BatchNorm statistics
     are recomputed exactly (`BatchNormWarmup`) when training begins, at the
     switch and before every validation, and once more before the final
     evaluation; with `ema_decay`, validation and the final model use the EMA
@@ -151,7 +153,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         batchnorm_warmup: recompute BatchNorm statistics (default True).
         batchnorm_steps: batches per recomputation. Default 20.
         test_data: optional `(x_test, y_test)` evaluated once at the end.
-        callbacks: more Keras callbacks (e.g. `CSVLogger`, `BackupAndRestore`).
+        callbacks: more Keras callbacks (e.g. `CSVLogger(append=True)`); they
+            are passed to both phases' `fit` calls.
         verbose: passed to `fit` and the phase messages. Default 1.
 
     Returns:
@@ -188,32 +191,56 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
 
     switch = ssl_callbacks.PlateauPhaseSwitch(
         monitor=monitor, patience=patience, phase2_patience=phase2_patience,
-        min_delta=min_delta, restore_best_weights=True, verbose=1 if verbose else 0,
+        min_delta=min_delta, restore_best_weights=True, stop_at_switch=True,
+        verbose=1 if verbose else 0,
     )
-    chain = []
-    ema = None
-    if ema_decay is not None:
-        if ssl.ema_decay != ema_decay:  # a SemiSupervisedModel passed in, not fit yet
-            ssl.ema_decay = checks.check_ema_decay(ema_decay, "fit_two_phase(ema_decay=...)")
-            ssl.train_function = None
-        ema = ssl_callbacks.EMATeacher(keep_ema_weights=True)
-        chain.append(ema)
-    chain.append(switch)
     warm = None
     if batchnorm_warmup:
         warm = ssl_callbacks.BatchNormWarmup(
             _warmup_images(x, unlabeled), steps=batchnorm_steps, batch_size=batch_size,
             before_validation=True,
         )
-        chain.append(warm)
-    chain += list(callbacks or [])
+
+    def chain(last_phase):
+        # Order: EMA swap, then the switch, then BatchNorm warm-up (it sees
+        # the swapped-in weights), then the user's callbacks.
+        items = []
+        if ema_decay is not None:
+            items.append(ssl_callbacks.EMATeacher(keep_ema_weights=last_phase))
+        items.append(switch)
+        if warm is not None:
+            items.append(warm)
+        return items + list(callbacks or [])
 
     start = time.perf_counter()
-    history = ssl.fit(
-        x, y, unlabeled=unlabeled, batch_size=batch_size, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, validation_data=validation_data,
-        callbacks=chain, verbose=verbose,
+    # Phase 1 is a fit without the unlabeled images: supervised steps, which
+    # cost a fraction of an SSL step. The switch ends it at the plateau
+    # (best weights restored, unlabeled loss on); phase 2 is a second fit,
+    # with them, continuing the epoch count.
+    first = ssl.fit(
+        x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data, callbacks=chain(False), verbose=verbose,
     )
+    logs = {k: list(v) for k, v in first.history.items()}
+    done = len(next(iter(logs.values()), []))
+    if switch.switch_epoch is not None and done < epochs:
+        second = ssl.fit(
+            x, y, unlabeled=unlabeled, batch_size=batch_size, epochs=epochs,
+            initial_epoch=done, steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data, callbacks=chain(True), verbose=verbose,
+        )
+        for key, values in second.history.items():
+            logs.setdefault(key, [None] * done)
+            logs[key] += list(values)
+        for key in logs:
+            if len(logs[key]) < len(logs.get("phase", logs[key])):
+                logs[key] += [None] * (len(logs["phase"]) - len(logs[key]))
+    elif ema_decay is not None:
+        # No phase 2 ran: still finish on the EMA weights, as promised.
+        with ssl.ema_weights():
+            kept = [keras.ops.convert_to_numpy(v) for v in ssl.model.trainable_variables]
+        for variable, value in zip(ssl.model.trainable_variables, kept):
+            variable.assign(value)
     if warm is not None:
         # The restored best weights (EMA ones with ema_decay) get exact
         # statistics of their own.
@@ -225,8 +252,7 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         final.update(_evaluate(ssl, test_data, batch_size, "test_"))
     wall = time.perf_counter() - start
 
-    logs = {k: list(v) for k, v in history.history.items()}
-    phases = [int(p) for p in logs.get("phase", [])]
+    phases = [int(p) for p in logs.get("phase", []) if p is not None]
     steps = None
     try:
         steps = int(keras.ops.convert_to_numpy(ssl.optimizer.iterations))

@@ -37,6 +37,7 @@ def cheap_views(algorithm):
     """`algorithm` with every view the identity: for unit tests about losses
     and the step, where RandAugment's cost (and tf.data graph build) is waste."""
     names = tuple(algorithm.views) + tuple(algorithm.teacher_views)
+    names += (algorithm.labeled_view,) if algorithm.labeled_view else ()
     algorithm.build_views = lambda value_range: {name: same_images for name in names}
     return algorithm
 

@@ -14,6 +14,7 @@ from keras_ssl.algorithms.fixmatch import FixMatch
 from keras_ssl.algorithms.freematch import FreeMatch
 from keras_ssl.algorithms.mean_teacher import MeanTeacher
 from keras_ssl.algorithms.pseudo_label import PseudoLabel
+from keras_ssl.algorithms.self_training import SelfTraining
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -24,6 +25,7 @@ __all__ = [
     "FreeMatch",
     "MeanTeacher",
     "PseudoLabel",
+    "SelfTraining",
     "UnlabeledLoss",
     "get",
     "names",

@@ -126,14 +126,25 @@ class Algorithm:
         teacher_views: views run through the model's EMA teacher (the
             algorithm then needs one: `SemiSupervisedModel(ema_decay=...)`).
         labeled_view: the view labeled images get (None: unaugmented).
+        target_views: views whose logits only make targets (no gradient
+            flows through them): the model may run them in a separate
+            forward pass without a backward pass
+            (`SemiSupervisedModel(target_pass=...)`).
         metric_names: names of the extra metrics `unlabeled_loss` returns.
+        uses_table: the algorithm reads stored pseudo-labels: the model
+            keeps a `PseudoLabelTable` of every unlabeled image, refreshes it
+            (`refresh_every` steps; `table_targets(probs)` turns the teacher's
+            probabilities into its rows) and passes each batch's rows as
+            `teacher_logits["table"]` (log-probabilities).
     """
 
     name = None
     views = ()
     teacher_views = ()
+    target_views = ()
     labeled_view = None
     metric_names = ()
+    uses_table = False
 
     @property
     def needs_teacher(self):

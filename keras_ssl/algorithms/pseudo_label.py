@@ -43,6 +43,7 @@ class PseudoLabel(Algorithm):
     """
 
     views = ("weak", "strong")
+    target_views = ("weak",)
     labeled_view = "weak"
     metric_names = ("mask_rate",)
 

@@ -72,12 +72,19 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         start_from_epoch: epochs of each phase before plateaus are watched.
             Default 0.
         phase2_patience: patience of phase 2, or None for `patience`.
+        stop_at_switch: end the `fit` at the switch (after restoring the
+            best weights and turning the unlabeled loss on), so that phase 1
+            can run as a `fit` without `unlabeled=` (supervised steps cost a
+            fraction of SSL ones) and phase 2 as a second `fit` with it. The
+            callback then carries its state (best value and weights, phase)
+            into that next `fit` instead of starting over. Default False.
+            `keras_ssl.fit_two_phase` uses it.
         verbose: 1 prints phase changes (default), 0 is silent.
     """
 
     def __init__(self, monitor="val_loss", patience=3, min_delta=0, mode="auto",
                  baseline=None, restore_best_weights=True, start_from_epoch=0,
-                 phase2_patience=None, verbose=1):
+                 phase2_patience=None, stop_at_switch=False, verbose=1):
         super().__init__(monitor, mode, baseline=baseline, min_delta=min_delta)
         for name, value in (("patience", patience), ("start_from_epoch", start_from_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -98,7 +105,9 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         self.baseline = baseline
         self.restore_best_weights = bool(restore_best_weights)
         self.start_from_epoch = start_from_epoch
+        self.stop_at_switch = bool(stop_at_switch)
         self.verbose = verbose
+        self._continuing = False
         self._reset()
 
     def _reset(self):
@@ -127,11 +136,16 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
                 "keras_ssl.SemiSupervisedModel(model, keras_ssl.FixMatch())."
             )
         super().set_model(model)
+        if self._continuing:  # phase 2's fit after a stop_at_switch
+            return
         # Phase 1 before any on_train_begin, so that BackupAndRestore (in
         # whatever order) can overwrite it with the checkpointed phase.
         variable.assign(0.0)
 
     def on_train_begin(self, logs=None):
+        if self._continuing:
+            self._continuing = False
+            return
         self._reset()
 
     def _managed(self):
@@ -214,6 +228,9 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         self.phase_start_epoch = epoch + 1
         self.switch_epoch = epoch
         self.switch_step = _state.optimizer_steps(self.model)
+        if self.stop_at_switch:
+            self.model.stop_training = True
+            self._continuing = True
         waited, self.wait = self.wait, 0
         self._say(
             f"Epoch {epoch + 1}: PlateauPhaseSwitch: {self.monitor} has not improved "

@@ -1,0 +1,160 @@
+"""Self-training: a table of the teacher's pseudo-labels, refreshed every few steps."""
+
+import numbers
+
+import numpy as np
+from keras import ops
+
+from keras_ssl import augment, losses
+from keras_ssl.algorithms.base import Algorithm, UnlabeledLoss, deserialize_view, register
+from keras_ssl.algorithms.base import serialize_view
+
+
+@register("self_training")
+class SelfTraining(Algorithm):
+    """Self-training with a pseudo-label table (Noisy-Student style).
+
+    Every `refresh_every` steps the teacher (the model's EMA weights, with
+    BatchNorm statistics recomputed for them) labels the whole unlabeled set
+    in inference mode; the table keeps its class probabilities. In between,
+    each step trains the student on a strongly augmented view of the unlabeled
+    images towards their stored hard pseudo-labels, where the stored
+    confidence reaches `threshold`. No view is run only to make targets, so
+    a step costs about a supervised step on `1 + unlabeled_ratio` times the
+    images (FixMatch also runs a weak view of every unlabeled image).
+
+    Distribution alignment (on by default) rescales the table so that the
+    mean predicted class distribution over the unlabeled set is uniform (or
+    `class_prior`) before thresholding: a teacher biased towards a few
+    classes then does not flood training with them.
+
+    The table needs the unlabeled images as a numpy array. Start it from a
+    model that already predicts something: after supervised steps
+    (`keras_ssl.fit_two_phase`, or a first `fit` without `unlabeled`); from
+    scratch the early tables are mostly unconfident and masked out.
+
+    Example:
+
+    ```python
+    ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.SelfTraining(), unlabeled_ratio=3)
+    ssl.compile(optimizer="adam", metrics=["accuracy"])
+    ssl.fit(x_labeled, y_labeled, epochs=3, steps_per_epoch=200)   # supervised warm-up
+    ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10,
+            steps_per_epoch=200)   # the table is refreshed every epoch
+    ```
+
+    Args:
+        threshold: stored confidence (after alignment) a pseudo-label must
+            reach to be trained on. Default 0.8.
+        refresh_every: steps between refreshes of the table; it is refreshed
+            at the start of an epoch once that many steps have passed (and at
+            the start of every `fit`). Default 350.
+        distribution_alignment: align the table's mean class distribution to
+            `class_prior`. Default True.
+        class_prior: target class distribution (sums to 1); None: uniform.
+        unlabeled_weight: weight of the unlabeled loss. Default 1.
+        use_ema: label with the EMA weights when the model keeps them.
+            Default True.
+        batchnorm_steps: batches of 128 unlabeled images on which the EMA
+            weights' BatchNorm statistics are recomputed per refresh. Default 20.
+        flip_average: average the teacher's prediction with that of the
+            mirrored image. Default False.
+        weak, strong, flip: views as in `keras_ssl.algorithms.PseudoLabel`
+            (labeled images get the weak view; unlabeled ones the strong).
+    """
+
+    views = ("strong",)
+    labeled_view = "weak"
+    metric_names = ("mask_rate",)
+    uses_table = True
+
+    def __init__(self, threshold=0.8, refresh_every=350, distribution_alignment=True,
+                 class_prior=None, unlabeled_weight=1.0, use_ema=True, batchnorm_steps=20,
+                 flip_average=False, weak=None, strong=None, flip=True):
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
+            0.0 <= float(threshold) < 1.0
+        ):
+            raise ValueError(
+                f"SelfTraining(threshold=...) must be in [0, 1); received {threshold!r}."
+            )
+        if isinstance(refresh_every, bool) or int(refresh_every) < 1:
+            raise ValueError(
+                f"SelfTraining(refresh_every=...) must be an integer >= 1 (steps); "
+                f"received {refresh_every!r}."
+            )
+        if float(unlabeled_weight) < 0:
+            raise ValueError(
+                f"SelfTraining(unlabeled_weight=...) must be >= 0; received "
+                f"{unlabeled_weight!r}."
+            )
+        if class_prior is not None:
+            prior = np.asarray(class_prior, dtype="float64").reshape(-1)
+            if prior.size < 2 or np.any(prior < 0) or not np.isclose(prior.sum(), 1.0):
+                raise ValueError(
+                    "SelfTraining(class_prior=...) must be non-negative and sum to 1, "
+                    f"one entry per class; received {class_prior!r}."
+                )
+            class_prior = [float(p) for p in prior]
+        self.threshold = float(threshold)
+        self.refresh_every = int(refresh_every)
+        self.distribution_alignment = bool(distribution_alignment)
+        self.class_prior = class_prior
+        self.unlabeled_weight = float(unlabeled_weight)
+        self.use_ema = bool(use_ema)
+        self.batchnorm_steps = int(batchnorm_steps)
+        self.flip_average = bool(flip_average)
+        self.weak = deserialize_view(weak)
+        self.strong = deserialize_view(strong)
+        self.flip = bool(flip)
+
+    @classmethod
+    def for_steps(cls, steps, **kwargs):
+        """About ten refreshes over a run of `steps` steps (at least every 50)."""
+        if steps and "refresh_every" not in kwargs:
+            kwargs["refresh_every"] = max(50, int(steps) // 10)
+        return cls(**kwargs)
+
+    def build_views(self, value_range):
+        weak = self.weak or augment.weak_augmentation(value_range, flip=self.flip)
+        strong = self.strong or augment.strong_augmentation(value_range, flip=self.flip)
+        return {"weak": weak, "strong": strong}
+
+    def table_targets(self, probs):
+        """The table's rows from the teacher's probabilities over the whole set (numpy)."""
+        probs = np.asarray(probs, dtype="float64")
+        if self.distribution_alignment:
+            prior = (np.full(probs.shape[1], 1.0 / probs.shape[1]) if self.class_prior is None
+                     else np.asarray(self.class_prior))
+            if len(prior) != probs.shape[1]:
+                raise ValueError(
+                    f"SelfTraining(class_prior=...) has {len(prior)} entries but the model "
+                    f"predicts {probs.shape[1]} classes."
+                )
+            probs = probs * (prior / np.maximum(probs.mean(axis=0), 1e-6))
+            probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+        return probs.astype("float32")
+
+    def unlabeled_loss(self, logits, teacher_logits, step):
+        del step
+        probs = ops.softmax(teacher_logits["table"])
+        confidence = ops.max(probs, axis=-1)
+        labels = ops.argmax(probs, axis=-1)
+        mask = losses.threshold_mask(confidence, self.threshold)
+        loss = losses.masked_cross_entropy(logits["strong"], labels, mask)
+        return UnlabeledLoss(self.unlabeled_weight * loss,
+                             {"mask_rate": ops.mean(mask)}, labels)
+
+    def get_config(self):
+        return {
+            "threshold": self.threshold,
+            "refresh_every": self.refresh_every,
+            "distribution_alignment": self.distribution_alignment,
+            "class_prior": self.class_prior,
+            "unlabeled_weight": self.unlabeled_weight,
+            "use_ema": self.use_ema,
+            "batchnorm_steps": self.batchnorm_steps,
+            "flip_average": self.flip_average,
+            "weak": serialize_view(self.weak),
+            "strong": serialize_view(self.strong),
+            "flip": self.flip,
+        }

@@ -1,0 +1,160 @@
+"""Self-training with a pseudo-label table: the table, its refreshes, the step."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import cheap_views, tiny_cnn
+
+import keras_ssl
+from keras_ssl import InputError
+
+
+def _data(seed=0, n_unlabeled=64):
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((16, 8, 8, 3)).astype("float32"), rng.integers(0, 4, 16)
+    u = rng.random((n_unlabeled, 8, 8, 3)).astype("float32")
+    return x, y, u
+
+
+def _model(algorithm, ratio=2, **kwargs):
+    keras.utils.set_random_seed(0)
+    ssl = keras_ssl.SemiSupervisedModel(tiny_cnn(), cheap_views(algorithm),
+                                        unlabeled_ratio=ratio, **kwargs)
+    ssl.compile(optimizer="adam")
+    return ssl
+
+
+def test_alignment_makes_the_mean_prediction_the_prior():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([5.0, 1.0, 1.0, 1.0], size=500)  # biased to class 0
+    uniform = keras_ssl.SelfTraining().table_targets(probs)
+    np.testing.assert_allclose(uniform.sum(axis=1), 1.0, rtol=1e-5)
+    # One round of alignment moves the mean most of the way to uniform.
+    assert np.abs(uniform.mean(axis=0) - 0.25).max() < np.abs(probs.mean(axis=0) - 0.25).max() / 3
+    prior = [0.4, 0.2, 0.2, 0.2]
+    shifted = keras_ssl.SelfTraining(class_prior=prior).table_targets(probs)
+    assert shifted.mean(axis=0)[0] > uniform.mean(axis=0)[0]
+    raw = keras_ssl.SelfTraining(distribution_alignment=False).table_targets(probs)
+    np.testing.assert_allclose(raw, probs, rtol=1e-6)
+
+
+def test_loss_uses_the_stored_labels_where_confident():
+    algorithm = keras_ssl.SelfTraining(threshold=0.8)
+    table = np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2]], "float32")
+    logits = np.zeros((2, 3), "float32")
+    result = algorithm.unlabeled_loss({"strong": logits}, {"table": np.log(table)}, 0)
+    # Only the first image is confident: loss = ln(3) / 2 (mean over the batch).
+    assert float(keras.ops.convert_to_numpy(result.loss)) == pytest.approx(np.log(3) / 2,
+                                                                          rel=1e-5)
+    assert float(keras.ops.convert_to_numpy(result.metrics["mask_rate"])) == 0.5
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(result.pseudo_labels), [0, 0])
+
+
+def test_the_table_is_refreshed_when_due_and_reaches_the_step():
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining(threshold=0.0, refresh_every=8))
+    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=4, steps_per_epoch=4,
+                      verbose=0)
+    table = ssl.pseudo_label_table
+    # At the start of the fit (step 0) and at steps 8 and 16 (epochs 3 and 5
+    # would be next): every 8 steps, checked at epoch starts.
+    assert table.refreshes == 2
+    assert table.refreshed_at_step == 8
+    assert table.probs.shape == (64, 4)
+    np.testing.assert_allclose(table.probs.sum(axis=1), 1.0, rtol=1e-5)
+    # With threshold 0 every unlabeled image is trained towards its row.
+    assert history.history["mask_rate"] == [1.0] * 4
+    assert min(history.history["unsup_loss"]) > 0
+
+
+def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were():
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining(refresh_every=1000))
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=3, verbose=0)
+    before = [keras.ops.convert_to_numpy(v).copy() for v in ssl.model.weights]
+    ssl.pseudo_label_table.refresh(ssl)  # EMA weights, BatchNorm recomputed, then back
+    after = [keras.ops.convert_to_numpy(v) for v in ssl.model.weights]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    # The table holds the EMA teacher's predictions, not the student's.
+    with ssl.ema_weights(batchnorm_data=u, batchnorm_steps=20):
+        teacher = keras.ops.convert_to_numpy(keras.ops.softmax(ssl.model(u)))
+    np.testing.assert_allclose(ssl.pseudo_label_table.probs,
+                               ssl.algorithm.table_targets(teacher), atol=1e-5)
+
+
+def test_a_stream_of_unlabeled_images_is_refused_with_the_fix():
+    import tensorflow as tf
+
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining())
+    with pytest.raises(InputError, match="must be a numpy array of images"):
+        ssl.fit(x, y, unlabeled=tf.data.Dataset.from_tensor_slices(u).batch(8), verbose=0)
+
+
+def test_fit_without_unlabeled_images_makes_no_table():
+    x, y, _ = _data()
+    ssl = _model(keras_ssl.SelfTraining())
+    ssl.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert ssl.pseudo_label_table is None
+
+
+def test_config_roundtrip_and_argument_errors():
+    algorithm = keras_ssl.SelfTraining(threshold=0.9, refresh_every=100, flip=False,
+                                       class_prior=[0.5, 0.5])
+    restored = keras_ssl.SelfTraining.from_config(algorithm.get_config())
+    assert restored.get_config() == algorithm.get_config()
+    assert keras_ssl.algorithms.get("self_training", steps=3000).refresh_every == 300
+    with pytest.raises(ValueError, match=r"threshold=\.\.\.\) must be in \[0, 1\)"):
+        keras_ssl.SelfTraining(threshold=1.0)
+    with pytest.raises(ValueError, match="refresh_every"):
+        keras_ssl.SelfTraining(refresh_every=0)
+    with pytest.raises(ValueError, match="sum to 1"):
+        keras_ssl.SelfTraining(class_prior=[0.5, 0.6])
+
+
+# ------------------------------------------------- FixMatch's target pass
+
+
+def _dense_net():
+    return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                             keras.layers.Dense(16, activation="relu"),
+                             keras.layers.Dense(4)])
+
+
+def _one_step(target_pass, net_fn, u, threshold=0.3):
+    x, y, _ = _data()
+    keras.utils.set_random_seed(0)
+    algorithm = cheap_views(keras_ssl.FixMatch(threshold=threshold))
+    ssl = keras_ssl.SemiSupervisedModel(net_fn(), algorithm, unlabeled_ratio=2,
+                                        target_pass=target_pass)
+    ssl.compile(optimizer=keras.optimizers.SGD(0.1))
+    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=2,
+                      shuffle=False, verbose=0)
+    return [keras.ops.convert_to_numpy(w) for w in ssl.model.weights], history.history
+
+
+@pytest.mark.parametrize("target_pass", ["batch", "moving"])
+def test_a_separate_target_pass_trains_exactly_as_the_joint_one_without_batchnorm(
+        target_pass):
+    # Without BatchNorm (or dropout) the weak view's logits are the same in
+    # either pass and get no gradient in either: the same step, less compute.
+    _, _, u = _data()
+    u = np.repeat(u[:1], 64, axis=0)  # any shuffle gives the same batches
+    joint, joint_logs = _one_step("joint", _dense_net, u)
+    separate, logs = _one_step(target_pass, _dense_net, u)
+    assert logs["mask_rate"] == joint_logs["mask_rate"]
+    assert joint_logs["unsup_loss"][0] > 0
+    for a, b in zip(joint, separate):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_target_pass_choices_differ_with_batchnorm_and_are_checked():
+    _, _, u = _data()
+    results = {p: _one_step(p, tiny_cnn, u, threshold=1e-6)[0]
+               for p in ("joint", "batch", "moving")}
+    # BatchNorm sees different batches: the three steps differ.
+    assert not np.allclose(results["joint"][0], results["moving"][0])
+    assert not np.allclose(results["batch"][0], results["moving"][0])
+    with pytest.raises(ValueError, match="target_pass"):
+        keras_ssl.SemiSupervisedModel(tiny_cnn(), target_pass="separate")
