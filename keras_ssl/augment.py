@@ -261,8 +261,7 @@ def split_element(element):
     return element, ()
 
 
-def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False,
-                 targets=None):
+def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False):
     """Map every augmented view over a (zipped) `tf.data` source, in parallel.
 
     Args:
@@ -275,9 +274,6 @@ def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False
         zipped: whether `dataset` carries an unlabeled stream.
         on_device: make no view here: yield the raw float32 batches as
             `{"labeled": x, "unlabeled": u}`; the training step augments them.
-        targets: for unlabeled batches that carry their images' indices, a
-            callable `indices -> (batch, classes) float32` (the pseudo-label
-            table's rows), added as `"unlabeled_targets"`.
 
     Returns:
         A dataset of `({"labeled": x, view: ..., ...}, y[, sample_weight])`.
@@ -307,8 +303,8 @@ def attach_views(dataset, views, labeled_view=None, zipped=True, on_device=False
                     inputs[UNLABELED_LABELS] = unl["labels"]
                 if "index" in unl:
                     inputs[UNLABELED_INDEX] = unl["index"]
-                    if targets is not None:
-                        inputs[UNLABELED_TARGETS] = targets(unl["index"])
+                if "targets" in unl:
+                    inputs[UNLABELED_TARGETS] = unl["targets"]
                 unl = unl["images"]
             elif isinstance(unl, (tuple, list)):
                 unl, inputs[UNLABELED_LABELS] = unl

@@ -263,8 +263,11 @@ class FitInputs:
         class_weight: `fit`'s class weights, to check against the classes.
         guard: the `StreamGuard` of the streams, or None for arrays.
         has_unlabeled, has_unlabeled_labels: what the step will receive.
-        unlabeled_images: the unlabeled array, when batches carry indices
-            into it (`unlabeled_index=True`), else None.
+        unlabeled_images: with `unlabeled_index=True`, the checked unlabeled
+            array (else None); `source` is then the labeled source alone and
+            the model zips the unlabeled stream its table draws.
+        unlabeled_labels, unlabeled_batch: their monitoring labels (or None)
+            and the unlabeled batch size.
     """
 
     def __init__(self, **fields):
@@ -353,9 +356,9 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
             with), or None to infer it.
         array_feed: build an `ArraySource` (numpy, no TensorFlow) instead of
             `tf.data` sources.
-        unlabeled_index: unlabeled batches also carry each image's position
-            in the unlabeled array (for a pseudo-label table); the unlabeled
-            images must then be an array.
+        unlabeled_index: the unlabeled images are read for a pseudo-label
+            table: they must be an array, and no unlabeled stream is built
+            (the table draws it).
 
     Returns:
         A `FitInputs`. Raises `InputError` for anything it cannot train on;
@@ -488,7 +491,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         stream, guard = _unlabeled_stream(
             unlabeled, unlabeled_labels, x_sample, value_range, stats, u_batch,
             guard, array_feed, unlabeled_index,
-        )
+        )  # None with unlabeled_index: the model's table draws the batches
     if kind in ("dataset", "pydataset", "generator"):
         source = source.map(guard.labeled_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -501,6 +504,8 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
                              with_index=unlabeled_index)
     elif stream is not None:
         source = tf.data.Dataset.zip((source, stream))
+    # With unlabeled_index the unlabeled stream is made by the model from its
+    # pseudo-label table (`PseudoLabelTable.stream`) and zipped there.
     return FitInputs(
         source=source, kind=kind,
         x_sample=x_sample, y_sample=y_sample, labels=labels, stats=stats,
@@ -510,6 +515,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         has_unlabeled_labels=unlabeled_labels is not None,
         unlabeled_images=(np.asarray(unlabeled) if unlabeled_index and unlabeled is not None
                           else None),
+        unlabeled_labels=unlabeled_labels, unlabeled_batch=u_batch,
     )
 
 
@@ -677,11 +683,7 @@ def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u
         if array_feed:
             return None, guard
         if with_index:
-            element = {"images": images, "index": np.arange(len(images), dtype="int32")}
-            if labels is not None:
-                element["labels"] = np.asarray(labels).reshape(-1)
-            dataset = tf.data.Dataset.from_tensor_slices(element)
-            return _shuffled_batches(dataset, None, u_batch), guard
+            return None, guard  # checked; the pseudo-label table draws the batches
         dataset = tf.data.Dataset.from_tensor_slices(images)
         return _shuffled_batches(dataset, labels, u_batch), guard
     if array_feed:
@@ -831,13 +833,13 @@ class ArraySource(PyDataset):
         steps_per_epoch: when given, the labeled data repeats endlessly.
         seed: seed of the shuffles.
         with_index: unlabeled batches also carry the images' indices.
-        targets: callable `indices -> rows` of a pseudo-label table, added
-            to the batches as `"unlabeled_targets"` (set by the model).
+        table: a `PseudoLabelTable` that draws the unlabeled batches and
+            their `"unlabeled_targets"` (set by the model).
     """
 
     def __init__(self, x, y, sample_weight=None, batch_size=32, unlabeled=None,
                  unlabeled_batch=None, unlabeled_labels=None, shuffle=True,
-                 steps_per_epoch=None, seed=None, with_index=False, targets=None):
+                 steps_per_epoch=None, seed=None, with_index=False, table=None):
         super().__init__()
         self.x, self.y = np.asarray(x), np.asarray(y)
         self.sample_weight = None if sample_weight is None else np.asarray(sample_weight)
@@ -850,7 +852,7 @@ class ArraySource(PyDataset):
         self.shuffle = shuffle
         self.steps_per_epoch = steps_per_epoch
         self.with_index = bool(with_index)
-        self.targets = targets
+        self.table = table
         self._rng = np.random.default_rng(seed)
         self._order = self._permutation(len(self.x), shuffle)
         self._stream = np.zeros((0,), "int64")
@@ -882,14 +884,15 @@ class ArraySource(PyDataset):
         rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
         inputs = {LABELED: self.x[rows].astype("float32")}
         if self.unlabeled is not None:
-            picked = self._next_unlabeled()
+            picked = (self._next_unlabeled() if self.table is None
+                      else self.table.draw(self.unlabeled_batch))
             inputs[UNLABELED] = self.unlabeled[picked].astype("float32")
             if self.unlabeled_labels is not None:
                 inputs[UNLABELED_LABELS] = self.unlabeled_labels[picked]
             if self.with_index:
                 inputs[UNLABELED_INDEX] = picked.astype("int32")
-                if self.targets is not None:
-                    inputs[UNLABELED_TARGETS] = self.targets(picked)
+                if self.table is not None:
+                    inputs[UNLABELED_TARGETS] = self.table.lookup(picked)
         batch = (inputs, self.y[rows])
         if self.sample_weight is not None:
             batch = batch + (self.sample_weight[rows],)

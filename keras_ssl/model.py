@@ -641,16 +641,22 @@ class SemiSupervisedModel(keras.Model):
             if inputs.has_unlabeled_labels:
                 self._reported.add("pseudo_label_accuracy")
         table = None
+        source = inputs.source
         if getattr(inputs, "unlabeled_images", None) is not None:
-            table = PseudoLabelTable(inputs.unlabeled_images, num_classes)
+            table = PseudoLabelTable(inputs.unlabeled_images, num_classes,
+                                     labels=inputs.unlabeled_labels,
+                                     select=getattr(self.algorithm, "table_selection", None))
+            if isinstance(source, data.ArraySource):
+                source.table = table
+            else:
+                source = data.tf.data.Dataset.zip(
+                    (source, table.stream(inputs.unlabeled_batch)))
         self._table = _Untracked(table=table)
-        if isinstance(inputs.source, data.ArraySource):
-            inputs.source.targets = None if table is None else table.lookup
-            return inputs.source
+        if isinstance(source, data.ArraySource):
+            return source
         return augment.attach_views(
-            inputs.source, self._augmentations.views, self._augmentations.labeled_view,
+            source, self._augmentations.views, self._augmentations.labeled_view,
             zipped=inputs.has_unlabeled, on_device=self.augment_on_device,
-            targets=None if table is None else table.tf_lookup,
         )
 
     @property
@@ -713,7 +719,8 @@ class SemiSupervisedModel(keras.Model):
     # ----------------------------------------------------------- EMA weights
 
     @contextlib.contextmanager
-    def ema_weights(self, batchnorm_data=None, batchnorm_steps=50, batch_size=128):
+    def ema_weights(self, batchnorm_data=None, batchnorm_steps=50, batch_size=128,
+                    student=False):
         """Evaluate, predict or label with the EMA weights, inside a `with` block.
 
         The model's EMA of the trainable weights (`ema_decay`) replaces them
@@ -738,8 +745,10 @@ class SemiSupervisedModel(keras.Model):
                 keep the student's moving statistics.
             batchnorm_steps: batches for the recomputation. Default 50.
             batch_size: their size (arrays). Default 128.
+            student: keep the student's weights (only the statistics are
+                recomputed, and restored on exit). Default False.
         """
-        if not self.teacher_weights:
+        if not self.teacher_weights and not student:
             raise ValueError(
                 "ema_weights(): this model keeps no EMA of its weights (it was built "
                 "with ema_decay=None, or has not been built by fit yet). Build it with "
@@ -750,7 +759,8 @@ class SemiSupervisedModel(keras.Model):
         trainable = [ops.convert_to_numpy(v) for v in self.model.trainable_variables]
         frozen = [ops.convert_to_numpy(v) for v in self.model.non_trainable_variables]
         try:
-            for variable, average in zip(self.model.trainable_variables, self.teacher_weights):
+            for variable, average in zip(self.model.trainable_variables,
+                                         [] if student else self.teacher_weights):
                 variable.assign(ops.copy(average.value))
             if batchnorm_data is not None:
                 recompute_batchnorm_statistics(self.model, batchnorm_data,

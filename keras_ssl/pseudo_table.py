@@ -10,7 +10,13 @@ run refreshes it at the start of its first epoch).
 
     images (numpy, all unlabeled) --teacher, every `refresh_every` steps-->
     table (n, classes) --algorithm.table_targets (e.g. alignment)--> rows
-    batch indices --lookup in tf.data--> {"unlabeled_targets": rows}
+    rows --algorithm.table_selection (e.g. confident)--> selected images
+    stream: batches drawn from the selected images, with their rows
+            {"images", "index", "targets"[, "labels"]} --views--> the step
+
+Drawing the batches from the selected images (not from all of them, masking
+the rest in the loss) is what makes every unlabeled image of a step count:
+with a 0.8 threshold early tables select a quarter of the set.
 """
 
 import numpy as np
@@ -27,11 +33,21 @@ class PseudoLabelTable:
     Args:
         images: the unlabeled images (numpy array, as passed to `fit`).
         num_classes: width of the model's output.
+        labels: optional ground truth of `images` (monitoring only).
+        select: callable `rows -> boolean mask` of the images batches are
+            drawn from (None: all).
+        seed: seed of the draws (default: from numpy's global generator,
+            which `keras.utils.set_random_seed` seeds).
     """
 
-    def __init__(self, images, num_classes):
+    def __init__(self, images, num_classes, labels=None, select=None, seed=None):
         self.images = images
+        self.labels = None if labels is None else np.asarray(labels).reshape(-1)
         self.num_classes = int(num_classes)
+        self.select = select
+        self.selected = np.arange(len(images))
+        seed = np.random.randint(2 ** 31) if seed is None else seed
+        self._rng = np.random.default_rng(seed)
         # Uniform rows: no image is confident before the first refresh.
         self.probs = np.full((len(images), self.num_classes), 1.0 / self.num_classes,
                              dtype="float32")
@@ -46,35 +62,64 @@ class PseudoLabelTable:
         """Rows of the table for integer `index` (numpy in, numpy out)."""
         return self.probs[np.asarray(index)]
 
-    def tf_lookup(self, index):
-        """`lookup` inside a `tf.data` map: reads the current table."""
+    def draw(self, batch_size):
+        """Indices of `batch_size` images drawn uniformly from the selected ones."""
+        pool = self.selected if len(self.selected) else np.arange(len(self.images))
+        return self._rng.choice(pool, int(batch_size), replace=len(pool) < batch_size)
+
+    def _batch(self, batch_size):
+        index = self.draw(batch_size)
+        out = [self.images[index], index.astype("int32"), self.probs[index]]
+        if self.labels is not None:
+            out.append(self.labels[index].astype("int64"))
+        return out
+
+    def stream(self, batch_size):
+        """An endless `tf.data` stream of drawn batches (reads the current table)."""
         import tensorflow as tf
 
-        rows = tf.numpy_function(self.lookup, [index], tf.float32, stateful=True)
-        rows.set_shape(index.shape.concatenate([self.num_classes]))
-        return rows
+        batch_size = int(batch_size)
+        dtypes = [tf.as_dtype(self.images.dtype), tf.int32, tf.float32]
+        if self.labels is not None:
+            dtypes.append(tf.int64)
+
+        def draw(_):
+            values = tf.numpy_function(lambda: self._batch(batch_size), [], dtypes,
+                                       stateful=True)
+            values[0].set_shape((batch_size,) + tuple(self.images.shape[1:]))
+            values[1].set_shape((batch_size,))
+            values[2].set_shape((batch_size, self.num_classes))
+            element = {"images": values[0], "index": values[1], "targets": values[2]}
+            if self.labels is not None:
+                values[3].set_shape((batch_size,))
+                element["labels"] = values[3]
+            return element
+
+        # One draw at a time (the generator is not shared between threads).
+        return tf.data.Dataset.range(2 ** 62).map(draw)
 
     def refresh(self, ssl_model, batch_size=256):
         """Label every image with `ssl_model`'s teacher; apply the algorithm's targets.
 
-        The teacher is the EMA of the weights with BatchNorm statistics
-        recomputed for them on the unlabeled images when the model keeps an
-        EMA and the algorithm asks for it (`use_ema`), else the current weights
-        (their moving statistics). Inference mode; the model's weights and
-        statistics are the same afterwards.
+        The teacher is the EMA of the weights when the model keeps one and
+        the algorithm asks for it (`use_ema`), else the current weights; in
+        either case with BatchNorm statistics recomputed for them on the
+        unlabeled images (`batchnorm_steps` batches; 0 keeps the moving
+        statistics). Inference mode; the model's weights and statistics are
+        the same afterwards.
         """
         import time
 
         start = time.perf_counter()
         algorithm = ssl_model.algorithm
         use_ema = bool(getattr(algorithm, "use_ema", True)) and bool(ssl_model.teacher_weights)
-        if use_ema:
-            with ssl_model.ema_weights(batchnorm_data=self.images,
-                                       batchnorm_steps=algorithm.batchnorm_steps):
-                probs = self._predict(ssl_model, batch_size)
-        else:
+        steps = getattr(algorithm, "batchnorm_steps", 20)
+        with ssl_model.ema_weights(batchnorm_data=self.images if steps else None,
+                                   batchnorm_steps=steps or 1, student=not use_ema):
             probs = self._predict(ssl_model, batch_size)
         self.probs[...] = np.asarray(algorithm.table_targets(probs), dtype="float32")
+        if self.select is not None:
+            self.selected = np.flatnonzero(self.select(self.probs))
         self.refreshed_at_step = int(keras.ops.convert_to_numpy(ssl_model.ssl_step))
         self.refreshes += 1
         self.seconds += time.perf_counter() - start
@@ -122,7 +167,6 @@ class TableRefresh(keras.callbacks.Callback):
         self.table.refresh(self.model)
         self._last = step
         if self.verbose:
-            confident = float(np.mean(self.table.probs.max(axis=1) >= getattr(
-                self.model.algorithm, "threshold", 0.0)))
+            share = len(self.table.selected) / len(self.table)
             print(f"pseudo-label table refreshed at step {step}: "
-                  f"{100 * confident:.1f} % confident", flush=True)
+                  f"{100 * share:.1f} % of the unlabeled images selected", flush=True)

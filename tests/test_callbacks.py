@@ -698,6 +698,12 @@ def test_fit_two_phase_report_and_plot(tmp_path):
     assert report.final_metrics["test_accuracy"] > 0.6
     assert report.final_metrics["val_accuracy"] == pytest.approx(report.best_value, abs=0.01)
     assert report.wall_time_s > 0
+    # Phase 1 ran supervised steps (a fit without the unlabeled images): no
+    # unlabeled loss was even computed (it is logged unscaled, so a phase 1
+    # run with the loss only switched off would log it > 0); phase 2 did.
+    switch = report.switch_epoch
+    assert all(v == 0 for v in report.history["unsup_loss"][: switch + 1])
+    assert all(v is not None and v > 0 for v in report.history["unsup_loss"][switch + 1:])
     path = report.plot(str(tmp_path / "plots" / "two_phase.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -62,22 +62,25 @@ def test_the_table_is_refreshed_when_due_and_reaches_the_step():
     assert table.refreshed_at_step == 8
     assert table.probs.shape == (64, 4)
     np.testing.assert_allclose(table.probs.sum(axis=1), 1.0, rtol=1e-5)
-    # With threshold 0 every unlabeled image is trained towards its row.
+    # With threshold 0 every image is selected and trained towards its row.
+    assert len(table.selected) == 64
     assert history.history["mask_rate"] == [1.0] * 4
     assert min(history.history["unsup_loss"]) > 0
 
 
-def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were():
+@pytest.mark.parametrize("use_ema", [False, True])
+def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were(use_ema):
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(refresh_every=1000))
+    ssl = _model(keras_ssl.SelfTraining(refresh_every=1000, use_ema=use_ema))
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=3, verbose=0)
     before = [keras.ops.convert_to_numpy(v).copy() for v in ssl.model.weights]
     ssl.pseudo_label_table.refresh(ssl)  # EMA weights, BatchNorm recomputed, then back
     after = [keras.ops.convert_to_numpy(v) for v in ssl.model.weights]
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
-    # The table holds the EMA teacher's predictions, not the student's.
-    with ssl.ema_weights(batchnorm_data=u, batchnorm_steps=20):
+    # The table holds the teacher's predictions (the EMA weights or the
+    # current ones, BatchNorm statistics recomputed for them on u).
+    with ssl.ema_weights(batchnorm_data=u, batchnorm_steps=20, student=not use_ema):
         teacher = keras.ops.convert_to_numpy(keras.ops.softmax(ssl.model(u)))
     np.testing.assert_allclose(ssl.pseudo_label_table.probs,
                                ssl.algorithm.table_targets(teacher), atol=1e-5)
@@ -90,6 +93,37 @@ def test_a_stream_of_unlabeled_images_is_refused_with_the_fix():
     ssl = _model(keras_ssl.SelfTraining())
     with pytest.raises(InputError, match="must be a numpy array of images"):
         ssl.fit(x, y, unlabeled=tf.data.Dataset.from_tensor_slices(u).batch(8), verbose=0)
+
+
+def test_batches_are_drawn_from_the_confident_images_only():
+    from keras_ssl.pseudo_table import PseudoLabelTable
+
+    _, _, u = _data()
+    labels = np.arange(64) % 4
+    algorithm = keras_ssl.SelfTraining(threshold=0.9)
+    table = PseudoLabelTable(u, 4, labels=labels, select=algorithm.table_selection, seed=0)
+    rows = np.full((64, 4), 0.25, "float32")
+    rows[np.arange(10), labels[:10]] = 0.97  # images 0-9 confident
+    table.probs[...] = rows
+    table.selected = np.flatnonzero(table.select(rows))
+    np.testing.assert_array_equal(table.selected, np.arange(10))
+    batch = next(iter(table.stream(16)))
+    index = batch["index"].numpy()
+    assert set(index) <= set(range(10))
+    np.testing.assert_array_equal(batch["labels"].numpy(), labels[index])
+    np.testing.assert_allclose(batch["targets"].numpy(), rows[index])
+    np.testing.assert_array_equal(batch["images"].numpy(), u[index])
+
+
+def test_in_training_every_drawn_image_is_confident():
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining(threshold=0.3, refresh_every=4))
+    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=3, steps_per_epoch=4,
+                      verbose=0)
+    table = ssl.pseudo_label_table
+    assert 0 < len(table.selected) < 64
+    # Batches come from the selected images only, so none is masked out.
+    assert history.history["mask_rate"][-1] == 1.0
 
 
 def test_fit_without_unlabeled_images_makes_no_table():
@@ -158,3 +192,16 @@ def test_target_pass_choices_differ_with_batchnorm_and_are_checked():
     assert not np.allclose(results["batch"][0], results["moving"][0])
     with pytest.raises(ValueError, match="target_pass"):
         keras_ssl.SemiSupervisedModel(tiny_cnn(), target_pass="separate")
+
+
+def test_fixmatch_distribution_alignment_relabels_an_over_predicted_class():
+    algorithm = keras_ssl.FixMatch(threshold=0.5, distribution_alignment=True)
+    algorithm.build_state(num_classes=3)
+    algorithm.marginal.assign(np.array([0.8, 0.1, 0.1], "float32"))
+    logits = np.log(np.array([[0.5, 0.3, 0.2]], "float32"))
+    result = algorithm.unlabeled_loss({"weak": logits, "strong": logits}, {}, 0)
+    # 0.5/0.8 : 0.3/0.1 : 0.2/0.1 -> class 1 with confidence 3 / 5.625 > 0.5.
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(result.pseudo_labels), [1])
+    assert float(keras.ops.convert_to_numpy(result.metrics["mask_rate"])) == 1.0
+    restored = keras_ssl.FixMatch.from_config(algorithm.get_config())
+    assert restored.distribution_alignment

@@ -2,6 +2,8 @@
 
 import numbers
 
+from keras import ops
+
 from keras_ssl import losses
 from keras_ssl.algorithms.base import register
 from keras_ssl.algorithms.pseudo_label import PseudoLabel
@@ -25,15 +27,24 @@ class FixMatch(PseudoLabel):
     ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10)
     ```
 
+    With `distribution_alignment=True` the weak view's probabilities are
+    multiplied by `1 / m` (and renormalized), `m` a running mean (momentum
+    0.999) of the model's predicted class distribution on unlabeled images
+    (ReMixMatch's alignment to a uniform class prior), before confidence and
+    label are taken: a model that over-predicts some classes does not flood
+    training with them.
+
     Args:
         threshold: confidence in (0, 1) a pseudo-label must reach. Default
             0.95 (the paper's); BENCHMARKS.md compares others at a CPU budget.
+        distribution_alignment: align the weak view's predictions to a
+            uniform class distribution. Default False.
         unlabeled_weight, temperature, weak, strong, flip: as in
             `keras_ssl.algorithms.PseudoLabel`.
     """
 
     def __init__(self, threshold=0.95, unlabeled_weight=1.0, temperature=1.0,
-                 weak=None, strong=None, flip=True):
+                 weak=None, strong=None, flip=True, distribution_alignment=False):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 < float(threshold) < 1.0
         ):
@@ -43,10 +54,29 @@ class FixMatch(PseudoLabel):
             )
         super().__init__(unlabeled_weight, temperature, weak, strong, flip)
         self.threshold = float(threshold)
+        self.distribution_alignment = bool(distribution_alignment)
+        self.marginal = None
+
+    def build_state(self, num_classes):
+        if not self.distribution_alignment:
+            return super().build_state(num_classes)
+        classes = self.known_classes(num_classes)
+        self.marginal = self.state_variable("marginal", ops.ones((classes,)) / classes)
+        return [self.marginal]
+
+    def adjust(self, probs):
+        if not self.distribution_alignment:
+            return probs
+        marginal = 0.999 * self.marginal.value + 0.001 * ops.mean(probs, axis=0)
+        self.marginal.assign(marginal)
+        return losses.align_distribution(probs, marginal)
 
     def mask(self, probs, confidence, labels):
         del probs, labels
         return losses.threshold_mask(confidence, self.threshold)
 
     def get_config(self):
-        return {"threshold": self.threshold, **super().get_config()}
+        config = {"threshold": self.threshold, **super().get_config()}
+        if self.distribution_alignment:
+            config["distribution_alignment"] = True
+        return config

@@ -83,6 +83,14 @@ class PseudoLabel(Algorithm):
         return keras.Variable(value, dtype="float32", trainable=False,
                               name=f"{self.name}_{name}", aggregation="mean")
 
+    def adjust(self, probs):
+        """The weak view's class probabilities as the targets use them.
+
+        Identity by default; e.g. distribution alignment (FixMatch's option)
+        rescales them. Confidence and hard labels are taken after it.
+        """
+        return probs
+
     def targets(self, probs, confidence, labels):
         """The class each unlabeled image is trained towards (hard labels)."""
         del probs, confidence
@@ -98,6 +106,11 @@ class PseudoLabel(Algorithm):
 
     def unlabeled_loss(self, logits, teacher_logits, step):
         probs, confidence, labels = losses.pseudo_labels(logits["weak"], self.temperature)
+        adjusted = self.adjust(probs)
+        if adjusted is not probs:
+            probs = keras.ops.stop_gradient(adjusted)
+            confidence = keras.ops.max(probs, axis=-1)
+            labels = keras.ops.argmax(probs, axis=-1)
         mask = self.mask(probs, confidence, labels)
         target = self.targets(probs, confidence, labels)
         loss = losses.masked_cross_entropy(logits["strong"], target, mask)

@@ -14,12 +14,13 @@ from keras_ssl.algorithms.base import serialize_view
 class SelfTraining(Algorithm):
     """Self-training with a pseudo-label table (Noisy-Student style).
 
-    Every `refresh_every` steps the teacher (the model's EMA weights, with
-    BatchNorm statistics recomputed for them) labels the whole unlabeled set
-    in inference mode; the table keeps its class probabilities. In between,
-    each step trains the student on a strongly augmented view of the unlabeled
-    images towards their stored hard pseudo-labels, where the stored
-    confidence reaches `threshold`. No view is run only to make targets, so
+    Every `refresh_every` steps the teacher (the current weights, or with
+    `use_ema=True` the model's EMA of them, with BatchNorm statistics
+    recomputed for them) labels the whole unlabeled set in inference mode;
+    the table keeps its class probabilities, and the images whose stored
+    confidence reaches `threshold` are selected. In between, each step draws
+    its unlabeled batch from the selected images and trains the student on a
+    strongly augmented view of them towards their stored hard pseudo-labels. No view is run only to make targets, so
     a step costs about a supervised step on `1 + unlabeled_ratio` times the
     images (FixMatch also runs a weak view of every unlabeled image).
 
@@ -53,10 +54,13 @@ class SelfTraining(Algorithm):
             `class_prior`. Default True.
         class_prior: target class distribution (sums to 1); None: uniform.
         unlabeled_weight: weight of the unlabeled loss. Default 1.
-        use_ema: label with the EMA weights when the model keeps them.
-            Default True.
-        batchnorm_steps: batches of 128 unlabeled images on which the EMA
-            weights' BatchNorm statistics are recomputed per refresh. Default 20.
+        use_ema: label with the EMA weights (when the model keeps them)
+            instead of the current ones. Default False: the EMA (decay
+            0.999) averages over about the last 1,000 steps, so in short runs
+            it labels with an older model (BENCHMARKS.md measures both).
+        batchnorm_steps: batches of 128 unlabeled images on which the
+            teacher's BatchNorm statistics are recomputed per refresh (0:
+            keep the moving statistics). Default 20.
         flip_average: average the teacher's prediction with that of the
             mirrored image. Default False.
         weak, strong, flip: views as in `keras_ssl.algorithms.PseudoLabel`
@@ -69,7 +73,7 @@ class SelfTraining(Algorithm):
     uses_table = True
 
     def __init__(self, threshold=0.8, refresh_every=350, distribution_alignment=True,
-                 class_prior=None, unlabeled_weight=1.0, use_ema=True, batchnorm_steps=20,
+                 class_prior=None, unlabeled_weight=1.0, use_ema=False, batchnorm_steps=20,
                  flip_average=False, weak=None, strong=None, flip=True):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 <= float(threshold) < 1.0
@@ -133,6 +137,10 @@ class SelfTraining(Algorithm):
             probs = probs * (prior / np.maximum(probs.mean(axis=0), 1e-6))
             probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
         return probs.astype("float32")
+
+    def table_selection(self, rows):
+        """Images the unlabeled batches are drawn from: confident table rows (numpy)."""
+        return np.asarray(rows).max(axis=1) >= self.threshold
 
     def unlabeled_loss(self, logits, teacher_logits, step):
         del step
