@@ -11,7 +11,8 @@ view), oracle (supervised on the labeled and unlabeled images with their true
 labels: the ceiling) and every registered algorithm (`keras_ssl.algorithms.names()`).
 Options go after a colon, separated by `;`, e.g. `fixmatch:threshold=0.8`;
 `warmup=N` (any SSL method) first trains N supervised steps (cheap steps, no
-unlabeled batch) and then the method for the rest, under one schedule.
+unlabeled batch) and then the method for the rest, under one schedule;
+`target_pass=joint|batch|moving` is passed to `SemiSupervisedModel`.
 
 Evaluation: after training, BatchNorm statistics are recomputed exactly on
 the unlabeled training images (not augmented) for the final weights and the
@@ -98,18 +99,29 @@ class _StepTimer(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - self.start
 
 
-def run_one(args, split, method_spec, seed, steps):
+def run_one(args, split, method_spec, seed, steps, make_net=None, label=None):
+    """Train one method for `steps` steps; return its result row.
+
+    `make_net(method_name)` builds the network (default: the dataset's
+    model); `label` names the row (default: the method spec).
+    """
     name, options = parse_method(method_spec)
     warmup = int(options.pop("warmup", 0))
+    model_kwargs = {}
+    if "target_pass" in options:
+        model_kwargs["target_pass"] = options.pop("target_pass")
     keras.utils.set_random_seed(seed)
-    if args.dataset == "cifar10":
+    if make_net is not None:
+        net, flip, value_range = make_net(base_name(name)), True, (0, 255)
+    elif args.dataset == "cifar10":
         net, flip, value_range = datasets.cnn6(), True, (0, 255)
     else:
         from keras_ssl.demo import small_cnn
 
         net, flip, value_range = small_cnn(), False, (0, 16)
     algorithm = make_algorithm(name, options, flip, steps - warmup, value_range)
-    model = keras_ssl.SemiSupervisedModel(net, algorithm, unlabeled_ratio=args.ratio)
+    model = keras_ssl.SemiSupervisedModel(net, algorithm, unlabeled_ratio=args.ratio,
+                                          **model_kwargs)
     if args.optimizer == "sgd":
         schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
         optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
@@ -154,6 +166,7 @@ def run_one(args, split, method_spec, seed, steps):
     with model.ema_weights(batchnorm_data=bn_images, batchnorm_steps=50):
         ema = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
     table = model.pseudo_label_table
+    method_spec = label or method_spec
     result = {"method": method_spec, "seed": seed, "steps": done,
               "accuracy": float(ema["accuracy"]),
               "student_accuracy": float(student["accuracy"]),

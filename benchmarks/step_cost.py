@@ -27,17 +27,22 @@ import keras_ssl
 from benchmarks import datasets
 
 METHODS = {
-    # name: (algorithm factory, SemiSupervisedModel kwargs, uses unlabeled)
+    # name: (algorithm factory, SemiSupervisedModel kwargs, uses unlabeled).
+    # fixmatch_joint: weak view in the joint forward+backward pass;
+    # fixmatch_batch / _moving: weak view forward-only, BatchNorm with its
+    # batch's / the moving statistics (SemiSupervisedModel(target_pass=...)).
     "supervised": (lambda: keras_ssl.FixMatch(), {}, False),
     "supervised_strong": (
         lambda: keras_ssl.FixMatch(weak=keras_ssl.augment.strong_augmentation((0, 255))),
         {}, False),
-    "fixmatch (joint pass)": (lambda: keras_ssl.FixMatch(0.8), {"target_pass": "joint"}, True),
-    "fixmatch (weak view forward-only, batch statistics)": (
+    "fixmatch_joint": (lambda: keras_ssl.FixMatch(0.8), {"target_pass": "joint"}, True),
+    "fixmatch_batch": (
         lambda: keras_ssl.FixMatch(0.8), {"target_pass": "batch"}, True),
-    "fixmatch (weak view forward-only, moving statistics)": (
+    "fixmatch_moving": (
         lambda: keras_ssl.FixMatch(0.8), {"target_pass": "moving"}, True),
     "self_training": (lambda: keras_ssl.SelfTraining(refresh_every=10 ** 9), {}, True),
+    "self_training_weak": (
+        lambda: keras_ssl.SelfTraining(refresh_every=10 ** 9, unlabeled_view="weak"), {}, True),
 }
 
 
@@ -108,7 +113,7 @@ def main(argv=None):
     for r in rows:
         if "table_refresh_s" in r:
             print(f"\nself-training table refresh over {r['table_images']} images "
-                  f"(EMA weights, BatchNorm recomputed): {r['table_refresh_s']:.1f} s")
+                  f"(teacher weights, BatchNorm recomputed): {r['table_refresh_s']:.1f} s")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"args": vars(args), "rows": rows}, f, indent=2)

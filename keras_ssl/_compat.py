@@ -97,6 +97,21 @@ def monitor_callback_base():
     return MonitorCallback
 
 
+def designed_trainable_variables(model):
+    """The variables a model trains when nothing is frozen, in `model.variables` order.
+
+    Reason: `model.trainable_variables` shrinks when layers are frozen
+    (`layer.trainable = False` also flips each variable's `trainable`), so
+    a list built from it at one time cannot be paired with it at another.
+    Each layer's private `_trainable_variables` keeps the variables created
+    trainable, frozen or not. Checked against Keras 3.15.1.
+    """
+    designed = set()
+    for layer in flatten_layers(model):
+        designed.update(id(v) for v in getattr(layer, "_trainable_variables", []))
+    return [v for v in model.variables if id(v) in designed]
+
+
 def live_trainable_values(model):
     """The current values of a model's trainable variables, also mid-epoch on JAX.
 

@@ -66,14 +66,15 @@ def _predict(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="keras-ssl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="supervised vs FixMatch on scikit-learn's digits")
+    demo = sub.add_parser("demo", help="supervised vs the default SSL algorithm on scikit-learn's digits")
     demo.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     demo.add_argument("--steps", type=int, default=1000, help="training steps per run")
     demo.add_argument("--labels-per-class", type=int, default=2)
-    demo.add_argument("--methods", default="supervised,fixmatch",
-                      help="comma-separated: supervised and names of "
-                           "keras_ssl.algorithms.names()")
-    demo.add_argument("--threshold", type=float, default=0.95)
+    demo.add_argument("--methods", default="supervised,default",
+                      help="comma-separated: supervised, default (the library's "
+                           "default algorithm) and names of keras_ssl.algorithms.names()")
+    demo.add_argument("--threshold", type=float, default=0.95,
+                      help="threshold of the 'fixmatch' method (not of 'default')")
     demo.add_argument("--out", default="results", help="folder for the PNG and JSON")
     demo.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
     train = sub.add_parser(

@@ -1,4 +1,4 @@
-"""The no-download demo: supervised vs FixMatch on scikit-learn's digits.
+"""The no-download demo: supervised vs the default algorithm on scikit-learn's digits.
 
 `keras-ssl demo` trains both with the same model, optimizer, augmentation and
 number of steps on 20 labeled 8x8 digits (2 per class), uses the rest of the
@@ -59,9 +59,12 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
                  threshold=0.95, verbose=0, data=None):
     """Train one method on digits and return `{"accuracy", "seconds", ...}`.
 
-    `method` is "supervised" or a name of `keras_ssl.algorithms.names()`
-    (built with `for_steps(steps)`). All methods share the model, optimizer,
-    labeled augmentation (translation, no flip) and number of steps.
+    `method` is "supervised", "default" (the library's default algorithm,
+    `keras_ssl.algorithms.default()`) or a name of
+    `keras_ssl.algorithms.names()` (built with `for_steps(steps)`;
+    `threshold` applies to FixMatch). All methods share the model,
+    optimizer, labeled augmentation (translation, no flip) and number of
+    steps. The result names the algorithm and its settings ("algorithm").
     """
     import keras_ssl
 
@@ -71,9 +74,12 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     )
     # The supervised baseline runs the same path without unlabeled images
     # (FixMatch's weak view augments its labeled images).
-    name = "fixmatch" if method == "supervised" else method
-    options = {"threshold": threshold} if name == "fixmatch" else {}
-    algorithm = keras_ssl.algorithms.get(name, steps=steps, flip=False, **options)
+    if method == "default":
+        algorithm = keras_ssl.algorithms.default(steps=steps, flip=False)
+    else:
+        name = "fixmatch" if method == "supervised" else method
+        options = {"threshold": threshold} if name == "fixmatch" else {}
+        algorithm = keras_ssl.algorithms.get(name, steps=steps, flip=False, **options)
     model = keras_ssl.SemiSupervisedModel(small_cnn(), algorithm, unlabeled_ratio=7)
     schedule = keras.optimizers.schedules.CosineDecay(3e-3, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
@@ -89,8 +95,11 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
     logs = {k: float(v[-1]) for k, v in history.history.items()}
-    return {"method": method, "seed": seed, "accuracy": float(accuracy),
-            "seconds": seconds, "steps": steps, "final_logs": logs}
+    described = "none (labeled images only)" if method == "supervised" else (
+        algorithm.describe())
+    return {"method": method, "algorithm": described, "seed": seed,
+            "accuracy": float(accuracy), "seconds": seconds, "steps": steps,
+            "final_logs": logs}
 
 
 def summarize(results):
@@ -102,19 +111,20 @@ def summarize(results):
     for method, runs in summary.items():
         acc = np.array([r["accuracy"] for r in runs])
         sec = np.array([r["seconds"] for r in runs])
-        table.append({"method": method, "mean": float(acc.mean()), "std": float(acc.std()),
+        table.append({"method": method, "algorithm": runs[0].get("algorithm", ""),
+                      "mean": float(acc.mean()), "std": float(acc.std()),
                       "seconds": float(sec.mean()), "runs": len(runs),
                       "steps": runs[0]["steps"]})
     return table
 
 
 def markdown_table(table):
-    lines = ["| method | test accuracy (mean ± std) | runs | steps | seconds/run |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | algorithm and settings | test accuracy (mean ± std) | runs | steps "
+             "| seconds/run |", "|---|---|---|---|---|---|"]
     for row in table:
         lines.append(
-            f"| {row['method']} | {row['mean']:.3f} ± {row['std']:.3f} | {row['runs']} | "
-            f"{row['steps']} | {row['seconds']:.1f} |"
+            f"| {row['method']} | {row.get('algorithm', '')} | {row['mean']:.3f} ± "
+            f"{row['std']:.3f} | {row['runs']} | {row['steps']} | {row['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

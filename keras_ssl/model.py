@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import _compat, augment, checks, data, losses
-from keras_ssl.algorithms import FixMatch
+from keras_ssl import algorithms
 from keras_ssl.algorithms.base import Algorithm, as_unlabeled_loss
 from keras_ssl.pseudo_table import PseudoLabelTable, TableRefresh
 
@@ -143,7 +143,7 @@ class SemiSupervisedModel(keras.Model):
         super().__init__(**kwargs)
         checks.check_wrapped_model(model)
         checks.check_unlabeled_ratio(unlabeled_ratio)
-        algorithm = FixMatch(threshold=0.8) if algorithm is None else algorithm
+        algorithm = algorithms.default() if algorithm is None else algorithm
         if not isinstance(algorithm, Algorithm):
             raise TypeError(
                 "SemiSupervisedModel(algorithm=...) must be a keras_ssl.Algorithm "
@@ -238,6 +238,16 @@ class SemiSupervisedModel(keras.Model):
         if variables:
             _compat.track_variables(self, "algorithm_variables", variables)
 
+    @property
+    def teacher_sources(self):
+        """The wrapped model's variables the EMA averages, paired with `teacher_weights`.
+
+        Every variable the model trains when nothing is frozen, frozen or not,
+        so that freezing or unfreezing layers between `fit`s (a frozen
+        backbone first, then fine-tuning) never changes the pairing.
+        """
+        return _compat.designed_trainable_variables(self.model)
+
     def _build_teacher(self):
         if self.ema_decay is None or self.teacher_weights:
             return
@@ -246,8 +256,13 @@ class SemiSupervisedModel(keras.Model):
                 ops.copy(v.value), trainable=False, name=f"teacher_{v.name}",
                 aggregation="mean",
             )
-            for v in self.model.trainable_variables
+            for v in self.teacher_sources
         ])
+
+    def _teacher_values_for_trainable(self):
+        """The EMA values in `model.trainable_variables` order (for `stateless_call`)."""
+        average = {id(v): a for v, a in zip(self.teacher_sources, self.teacher_weights)}
+        return [average[id(v)].value for v in self.model.trainable_variables]
 
     def enable_teacher(self, decay=0.999, warmup=True):
         """Deprecated: pass `SemiSupervisedModel(ema_decay=..., ema_warmup=...)`.
@@ -343,7 +358,7 @@ class SemiSupervisedModel(keras.Model):
         parts = [ops.cast(x[v], "float32") for v in views]
         kwargs = {"training": True} if _compat.call_has_training_arg(self.model) else {}
         outputs, _ = self.model.stateless_call(
-            [w.value for w in self.teacher_weights],
+            self._teacher_values_for_trainable(),
             [v.value for v in self.model.non_trainable_variables],
             ops.concatenate(parts, axis=0),
             **kwargs,
@@ -407,7 +422,7 @@ class SemiSupervisedModel(keras.Model):
         decay = losses.ema_decay(
             step, self.ema_decay, self.ema_warmup
         )
-        for average, weight in zip(self.teacher_weights, self.model.trainable_variables):
+        for average, weight in zip(self.teacher_weights, self.teacher_sources):
             average.assign(losses.ema_update(average.value, weight.value, decay))
 
     @property
@@ -759,7 +774,7 @@ class SemiSupervisedModel(keras.Model):
         trainable = [ops.convert_to_numpy(v) for v in self.model.trainable_variables]
         frozen = [ops.convert_to_numpy(v) for v in self.model.non_trainable_variables]
         try:
-            for variable, average in zip(self.model.trainable_variables,
+            for variable, average in zip(self.teacher_sources,
                                          [] if student else self.teacher_weights):
                 variable.assign(ops.copy(average.value))
             if batchnorm_data is not None:
@@ -816,7 +831,8 @@ class SemiSupervisedModel(keras.Model):
             )
         copy.set_weights(self.model.get_weights())
         if which == "teacher":
-            for variable, average in zip(copy.trainable_variables, self.teacher_weights):
+            for variable, average in zip(_compat.designed_trainable_variables(copy),
+                                         self.teacher_weights):
                 variable.assign(average.value)
         return copy
 

@@ -9,7 +9,9 @@ name; `names()` lists them.
 import importlib
 import pkgutil
 
-from keras_ssl.algorithms.base import Algorithm, UnlabeledLoss, get, names, register
+from keras_ssl.algorithms.base import (
+    Algorithm, UnlabeledLoss, default, get, names, register,
+)
 from keras_ssl.algorithms.fixmatch import FixMatch
 from keras_ssl.algorithms.freematch import FreeMatch
 from keras_ssl.algorithms.mean_teacher import MeanTeacher
@@ -27,6 +29,7 @@ __all__ = [
     "PseudoLabel",
     "SelfTraining",
     "UnlabeledLoss",
+    "default",
     "get",
     "names",
     "register",

@@ -86,6 +86,20 @@ def get(identifier, steps=None, **kwargs):
     return cls(**kwargs) if steps is None else cls.for_steps(steps, **kwargs)
 
 
+# The algorithm `SemiSupervisedModel(algorithm=None)` uses, chosen from the
+# CIFAR-10 CPU protocol at equal wall time (BENCHMARKS.md).
+DEFAULT = ("fixmatch", {"threshold": 0.8})
+
+
+def default(steps=None, **kwargs):
+    """The library's default algorithm (`SemiSupervisedModel(algorithm=None)`).
+
+    `kwargs` override its settings (e.g. `flip=False`); `steps` as in `get`.
+    """
+    name, options = DEFAULT
+    return get(name, steps=steps, **{**options, **kwargs})
+
+
 def names():
     """The registered algorithm names, sorted."""
     return sorted(_REGISTRY)
@@ -200,6 +214,20 @@ class Algorithm:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    def describe(self):
+        """Short text: the class and the settings that differ from its defaults."""
+        import inspect
+
+        defaults = {
+            k: p.default for k, p in inspect.signature(type(self).__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_config().items()
+            if not isinstance(v, dict) and k in defaults and v != defaults[k]
+        )
+        return f"{type(self).__name__}({args})"
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()

@@ -65,6 +65,9 @@ class SelfTraining(Algorithm):
             mirrored image. Default False.
         weak, strong, flip: views as in `keras_ssl.algorithms.PseudoLabel`
             (labeled images get the weak view; unlabeled ones the strong).
+        unlabeled_view: `"strong"` (default) or `"weak"`: the view the
+            pseudo-labeled images are trained on. The weak one skips
+            RandAugment, most of a step's CPU cost.
     """
 
     views = ("strong",)
@@ -74,7 +77,8 @@ class SelfTraining(Algorithm):
 
     def __init__(self, threshold=0.8, refresh_every=350, distribution_alignment=True,
                  class_prior=None, unlabeled_weight=1.0, use_ema=False, batchnorm_steps=20,
-                 flip_average=False, weak=None, strong=None, flip=True):
+                 flip_average=False, weak=None, strong=None, flip=True,
+                 unlabeled_view="strong"):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 <= float(threshold) < 1.0
         ):
@@ -110,6 +114,12 @@ class SelfTraining(Algorithm):
         self.weak = deserialize_view(weak)
         self.strong = deserialize_view(strong)
         self.flip = bool(flip)
+        if unlabeled_view not in ("strong", "weak"):
+            raise ValueError(
+                "SelfTraining(unlabeled_view=...) must be 'strong' or 'weak'; received "
+                f"{unlabeled_view!r}."
+            )
+        self.unlabeled_view = unlabeled_view
 
     @classmethod
     def for_steps(cls, steps, **kwargs):
@@ -121,6 +131,8 @@ class SelfTraining(Algorithm):
     def build_views(self, value_range):
         weak = self.weak or augment.weak_augmentation(value_range, flip=self.flip)
         strong = self.strong or augment.strong_augmentation(value_range, flip=self.flip)
+        if self.unlabeled_view == "weak":
+            strong = weak  # the cheaper noise: no RandAugment on the CPU
         return {"weak": weak, "strong": strong}
 
     def table_targets(self, probs):
@@ -165,4 +177,5 @@ class SelfTraining(Algorithm):
             "weak": serialize_view(self.weak),
             "strong": serialize_view(self.strong),
             "flip": self.flip,
+            "unlabeled_view": self.unlabeled_view,
         }

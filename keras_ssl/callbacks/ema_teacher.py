@@ -121,7 +121,7 @@ class EMATeacher(keras.callbacks.Callback):
     def _pairs(self):
         """(model variable, EMA variable) pairs."""
         if self.uses_model_teacher:
-            return list(zip(self.model.model.trainable_variables, self.model.teacher_weights))
+            return list(zip(self.model.teacher_sources, self.model.teacher_weights))
         return list(zip(self.model.trainable_variables, self._average))
 
     @property
