@@ -183,13 +183,30 @@ def test_a_separate_target_pass_trains_exactly_as_the_joint_one_without_batchnor
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_target_pass_choices_differ_with_batchnorm_and_are_checked():
-    _, _, u = _data()
-    results = {p: _one_step(p, tiny_cnn, u, threshold=1e-6)[0]
-               for p in ("joint", "batch", "moving")}
-    # BatchNorm sees different batches: the three steps differ.
-    assert not np.allclose(results["joint"][0], results["moving"][0])
-    assert not np.allclose(results["batch"][0], results["moving"][0])
+def test_target_pass_batchnorm_sees_the_batch_or_the_moving_statistics():
+    x, y, u = _data()
+    ssl = _model(keras_ssl.FixMatch(threshold=0.5))
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=2, verbose=0)
+    images = keras.ops.convert_to_tensor(u[:16])
+    stats = [keras.ops.convert_to_numpy(v).copy() for v in ssl.model.non_trainable_variables]
+
+    def restore():
+        for variable, value in zip(ssl.model.non_trainable_variables, stats):
+            variable.assign(value)
+
+    expected = {"moving": ssl.model(images, training=False)}  # the moving statistics
+    expected["batch"] = ssl.model(images, training=True)  # this batch's own statistics
+    restore()  # the call in training mode updated the moving statistics
+    for target_pass, want in expected.items():
+        ssl.target_pass = target_pass
+        got = ssl._target_logits({"weak": images}, ("weak",))["weak"]
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
+                                   keras.ops.convert_to_numpy(want), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(keras.ops.convert_to_numpy(expected["batch"]),
+                           keras.ops.convert_to_numpy(expected["moving"]))
+    # The target pass leaves the moving statistics as they were.
+    for variable, value in zip(ssl.model.non_trainable_variables, stats):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
     with pytest.raises(ValueError, match="target_pass"):
         keras_ssl.SemiSupervisedModel(tiny_cnn(), target_pass="separate")
 
