@@ -237,7 +237,12 @@ def test_registry_builds_every_algorithm_by_name():
     for name in names:
         algorithm = keras_ssl.algorithms.get(name)
         assert isinstance(algorithm, keras_ssl.Algorithm) and algorithm.name == name
-        assert algorithm.labeled_view in (None, *algorithm.views)
+        # The labeled view is one the algorithm builds (not necessarily one of
+        # the unlabeled views: SelfTraining trains unlabeled images on the
+        # strong view only).
+        built = algorithm.build_views((0.0, 255.0))
+        assert algorithm.labeled_view in (None, *built)
+        assert set(algorithm.views) | set(algorithm.teacher_views) <= set(built)
     assert keras_ssl.algorithms.get("FixMatch", threshold=0.7).threshold == 0.7
     assert keras_ssl.algorithms.get("mean-teacher", steps=1000).rampup_steps == 300
     with pytest.raises(ValueError, match=r"Unknown algorithm 'softmatchx'\. Registered: "):
