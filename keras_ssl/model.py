@@ -791,7 +791,7 @@ class SemiSupervisedModel(keras.Model):
 
     # -------------------------------------------------------------- saving
 
-    def export_model(self, which="student"):
+    def export_model(self, which="student", batchnorm_data=None, batchnorm_steps=50):
         """A plain Keras copy of the wrapped model, for inference or deployment.
 
         The copy is made of the wrapped model's own layers only, so
@@ -808,6 +808,10 @@ class SemiSupervisedModel(keras.Model):
         Args:
             which: `"student"` (the trained weights) or `"teacher"` (the EMA
                 weights the model keeps; not with `ema_decay=None`).
+            batchnorm_data: unaugmented training images: the copy's BatchNorm
+                statistics are recomputed for its weights on them
+                (`recompute_batchnorm_statistics`, `batchnorm_steps` batches of
+                128). None (default) keeps the model's moving statistics.
 
         Returns:
             A new, uncompiled `keras.Model` with a snapshot of those weights;
@@ -836,6 +840,11 @@ class SemiSupervisedModel(keras.Model):
             for variable, average in zip(_compat.designed_trainable_variables(copy),
                                          self.teacher_weights):
                 variable.assign(average.value)
+        if batchnorm_data is not None:
+            from keras_ssl.batchnorm import recompute_batchnorm_statistics
+
+            recompute_batchnorm_statistics(copy, batchnorm_data, steps=batchnorm_steps,
+                                           batch_size=128)
         return copy
 
     def compile_from_config(self, config):
