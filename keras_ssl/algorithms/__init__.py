@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from keras_ssl.algorithms.base import (
-    Algorithm, UnlabeledLoss, default, get, names, register,
+    DEFAULT, Algorithm, UnlabeledLoss, default, get, names, register,
 )
 from keras_ssl.algorithms.fixmatch import FixMatch
 from keras_ssl.algorithms.freematch import FreeMatch
@@ -22,6 +22,7 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "DEFAULT",
     "Algorithm",
     "FixMatch",
     "FreeMatch",
