@@ -138,7 +138,7 @@ def run_one(args, split, method_spec, seed, steps, make_net=None, label=None):
     use_unlabeled = base_name(name) not in SUPERVISED
     epochs = max(1, min(args.epochs, steps))
     per_epoch = steps // epochs
-    warm_epochs = int(round(warmup / per_epoch)) if warmup else 0
+    warm_epochs = round(warmup / per_epoch) if warmup else 0
     timer = _StepTimer()
     batch_size = min(args.batch_size, len(x))
     if warm_epochs:

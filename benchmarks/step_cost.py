@@ -21,7 +21,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-import numpy as np
 
 import keras_ssl
 from benchmarks import datasets

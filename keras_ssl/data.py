@@ -34,7 +34,12 @@ from keras.utils import PyDataset
 
 from keras_ssl import checks
 from keras_ssl.augment import (
-    LABELED, UNLABELED, UNLABELED_INDEX, UNLABELED_LABELS, UNLABELED_TARGETS, split_element,
+    LABELED,
+    UNLABELED,
+    UNLABELED_INDEX,
+    UNLABELED_LABELS,
+    UNLABELED_TARGETS,
+    split_element,
 )
 from keras_ssl.checks import InputError
 

@@ -119,8 +119,8 @@ def summarize(results):
 
 
 def markdown_table(table):
-    lines = ["| method | algorithm and settings | test accuracy (mean ± std) | runs | steps "
-             "| seconds/run |", "|---|---|---|---|---|---|"]
+    lines = [("| method | algorithm and settings | test accuracy (mean ± std) | runs | steps "
+              "| seconds/run |"), "|---|---|---|---|---|---|"]
     for row in table:
         lines.append(
             f"| {row['method']} | {row.get('algorithm', '')} | {row['mean']:.3f} ± "

@@ -15,8 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ssl import _compat, augment, checks, data, losses
-from keras_ssl import algorithms
+from keras_ssl import _compat, algorithms, augment, checks, data, losses
 from keras_ssl.algorithms.base import Algorithm, as_unlabeled_loss
 from keras_ssl.pseudo_table import PseudoLabelTable, TableRefresh
 

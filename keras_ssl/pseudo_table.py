@@ -19,9 +19,8 @@ the rest in the loss) is what makes every unlabeled image of a step count:
 with a 0.8 threshold early tables select a quarter of the set.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 
 class PseudoLabelTable:

@@ -7,7 +7,6 @@ import keras
 import numpy as np
 
 from keras_ssl import callbacks as ssl_callbacks
-from keras_ssl import checks
 from keras_ssl.model import SemiSupervisedModel
 
 
@@ -232,9 +231,9 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         for key, values in second.history.items():
             logs.setdefault(key, [None] * done)
             logs[key] += list(values)
-        for key in logs:
-            if len(logs[key]) < len(logs.get("phase", logs[key])):
-                logs[key] += [None] * (len(logs["phase"]) - len(logs[key]))
+        total = len(logs.get("phase", []))
+        for values in logs.values():  # keys logged in phase 1 only
+            values += [None] * (total - len(values))
     elif ema_decay is not None:
         # No phase 2 ran: still finish on the EMA weights, as promised.
         with ssl.ema_weights():

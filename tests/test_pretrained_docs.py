@@ -13,7 +13,7 @@ DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "pretrained.md")
 def _blocks():
     with open(DOC) as f:
         text = f.read()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
 
 
 def test_the_page_has_the_patterns():

@@ -10,7 +10,13 @@ import importlib
 import pkgutil
 
 from keras_ssl.algorithms.base import (
-    DEFAULT, Algorithm, UnlabeledLoss, default, get, names, register,
+    DEFAULT,
+    Algorithm,
+    UnlabeledLoss,
+    default,
+    get,
+    names,
+    register,
 )
 from keras_ssl.algorithms.fixmatch import FixMatch
 from keras_ssl.algorithms.freematch import FreeMatch

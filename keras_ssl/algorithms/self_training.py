@@ -6,8 +6,13 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import augment, losses
-from keras_ssl.algorithms.base import Algorithm, UnlabeledLoss, deserialize_view, register
-from keras_ssl.algorithms.base import serialize_view
+from keras_ssl.algorithms.base import (
+    Algorithm,
+    UnlabeledLoss,
+    deserialize_view,
+    register,
+    serialize_view,
+)
 
 
 @register("self_training")
