@@ -236,10 +236,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             values += [None] * (total - len(values))
     elif ema_decay is not None:
         # No phase 2 ran: still finish on the EMA weights, as promised.
-        with ssl.ema_weights():
-            kept = [keras.ops.convert_to_numpy(v) for v in ssl.model.trainable_variables]
-        for variable, value in zip(ssl.model.trainable_variables, kept):
-            variable.assign(value)
+        for variable, average in zip(ssl.teacher_sources, ssl.teacher_weights):
+            variable.assign(average.value)
     if warm is not None:
         # The restored best weights (EMA ones with ema_decay) get exact
         # statistics of their own.

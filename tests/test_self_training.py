@@ -50,14 +50,20 @@ def test_loss_uses_the_stored_labels_where_confident():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(result.pseudo_labels), [0, 0])
 
 
-def test_the_table_is_refreshed_when_due_and_reaches_the_step():
+def _fit_with_table(algorithm, epochs):
+    """Fit 4 steps per epoch on `_data()`; return the history and the table."""
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(threshold=0.0, refresh_every=8))
-    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=4, steps_per_epoch=4,
+    ssl = _model(algorithm)
+    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=epochs, steps_per_epoch=4,
                       verbose=0)
-    table = ssl.pseudo_label_table
-    # At the start of the fit (step 0) and at steps 8 and 16 (epochs 3 and 5
-    # would be next): every 8 steps, checked at epoch starts.
+    return history, ssl.pseudo_label_table
+
+
+def test_the_table_is_refreshed_when_due_and_reaches_the_step():
+    history, table = _fit_with_table(
+        keras_ssl.SelfTraining(threshold=0.0, refresh_every=8), epochs=4)
+    # At the start of the fit (step 0) and at the start of epoch 3 (step 8):
+    # every 8 steps, checked at epoch starts.
     assert table.refreshes == 2
     assert table.refreshed_at_step == 8
     assert table.probs.shape == (64, 4)
@@ -116,11 +122,8 @@ def test_batches_are_drawn_from_the_confident_images_only():
 
 
 def test_in_training_every_drawn_image_is_confident():
-    x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(threshold=0.3, refresh_every=4))
-    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=3, steps_per_epoch=4,
-                      verbose=0)
-    table = ssl.pseudo_label_table
+    history, table = _fit_with_table(
+        keras_ssl.SelfTraining(threshold=0.3, refresh_every=4), epochs=3)
     assert 0 < len(table.selected) < 64
     # Batches come from the selected images only, so none is masked out.
     assert history.history["mask_rate"][-1] == 1.0
