@@ -20,11 +20,13 @@ test accuracy is taken ("student"); then the same for the model's EMA of the
 weights ("ema", decay 0.999, the library's default). Both come from the same
 run; the test images are read after training only.
 
-`--equal-time METHOD` adds supervised and supervised_strong runs with the
-wall time of METHOD: the step count is METHOD's measured wall time (training
-and table refreshes) times supervised's steady rate, or `--equal-time-steps`
-when given (e.g. from step costs measured on an idle machine with
-`benchmarks.step_cost`). Prints a markdown table and writes JSON and a PNG of
+`--equal-time METHOD` adds supervised and supervised_strong runs (or those
+named by `--equal-time-baselines`) with the wall time of METHOD: the step
+count is METHOD's measured wall time (training and table refreshes) times
+supervised's steady rate, or `--equal-time-steps` when given (e.g. from step
+costs measured on an idle machine with `benchmarks.step_cost`, or from
+another seed's run; `--methods ""` then runs the baselines alone).
+Prints a markdown table and writes JSON and a PNG of
 test accuracy against wall time.
 """
 
@@ -266,6 +268,8 @@ def main(argv=None):
     p.add_argument("--equal-time-steps", type=int,
                    help="step count of the equal-wall-time runs (default: from METHOD's "
                    "measured wall time and supervised's steady rate)")
+    p.add_argument("--equal-time-baselines", default="supervised,supervised_strong",
+                   help="which equal-wall-time baselines to run (comma-separated)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=10, help="epochs the steps are split into")
@@ -283,7 +287,16 @@ def main(argv=None):
     if args.weight_decay is None:
         args.weight_decay = 5e-3 if args.optimizer == "sgd" else 0.0
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]
+    baselines = [b + "_equal_time" for b in args.equal_time_baselines.split(",") if b]
+    unknown = set(baselines) - {"supervised_equal_time", "supervised_strong_equal_time"}
+    if unknown:
+        p.error(f"--equal-time-baselines takes supervised and/or supervised_strong, got "
+                f"{args.equal_time_baselines!r}")
+    if args.equal_time and args.equal_time_steps is None and not {
+            args.equal_time, "supervised"} <= set(methods):
+        p.error("--equal-time without --equal-time-steps measures the step count: put both "
+                f"{args.equal_time!r} and 'supervised' in --methods")
     results = []
     print(f"benchmark: {args.dataset}, {args.labels} labels, {args.steps} steps, batch "
           f"{args.batch_size}, ratio {args.ratio}, {args.optimizer} lr {args.lr} wd "
@@ -303,7 +316,7 @@ def main(argv=None):
                 ref = next(r for r in seed_results if r["method"] == args.equal_time)
                 sup = next(r for r in seed_results if r["method"] == "supervised")
                 steps = int(ref["seconds"] * sup["steady_steps_per_second"])
-            for baseline in ("supervised_equal_time", "supervised_strong_equal_time"):
+            for baseline in baselines:
                 seed_results.append(run_one(args, split, baseline, seed, steps))
         results += seed_results
     table = summarize(results)
