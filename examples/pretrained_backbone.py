@@ -7,7 +7,9 @@
 The backbone gets raw 0-255 pixels resized inside the model, with its
 preprocessing inside the model too, so that keras-ssl's views augment the raw
 images. With `--freeze-steps N` the backbone is frozen for the first N steps
-(head only), then fine-tuned at a 10x lower learning rate. CIFAR-10 comes from
+(head only), then fine-tuned at a 10x lower learning rate. A pretrained
+backbone is fine-tuned with its BatchNorm layers frozen
+(`keras_ssl.models.unfreeze`); with `--weights none` they train too. CIFAR-10 comes from
 `keras.datasets` (a download) or an npz file (`--data`, with x_train, y_train,
 x_test, y_test). Prints test accuracy (EMA weights) and the wall time.
 """
@@ -34,7 +36,7 @@ def classifier(backbone_name, weights, size, num_classes=10):
     else:
         backbone = keras.applications.EfficientNetB0(  # rescales inside
             input_shape=(size, size, 3), include_top=False, weights=weights)
-    x = backbone(x, training=False)
+    x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x)), backbone
 
@@ -43,7 +45,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", choices=["mobilenet_v2", "efficientnet_b0"],
                    default="mobilenet_v2")
-    p.add_argument("--weights", default=None, help='"imagenet", a weights file, or none')
+    p.add_argument("--weights", default=None, type=lambda w: None if w == "none" else w,
+                   help='"imagenet", a weights file, or none (the default)')
     p.add_argument("--data", help="CIFAR-10 npz; default keras.datasets (download)")
     p.add_argument("--labels", type=int, default=250)
     p.add_argument("--unlabeled", type=int, default=5000)
@@ -67,14 +70,17 @@ def main(argv=None):
     for steps, trainable, lr in phases:
         if steps <= 0:
             continue
-        backbone.trainable = trainable
+        if trainable:
+            keras_ssl.models.unfreeze(backbone, batchnorm=args.weights is None)
+        else:
+            backbone.trainable = False
         ssl.compile(optimizer=keras.optimizers.Adam(lr), metrics=["accuracy"])
         ssl.fit(x[lab], y[lab], unlabeled=x[unl], batch_size=args.batch_size,
                 epochs=max(1, steps // 50), steps_per_epoch=min(50, steps), verbose=2)
     seconds = time.perf_counter() - start
-    # The backbone runs in inference mode (training=False), so its BatchNorm
-    # statistics are not recomputed (docs/pretrained.md).
-    with ssl.ema_weights():
+    # BatchNorm statistics recomputed for the EMA weights on the unlabeled
+    # images; frozen (pretrained) BatchNorm layers keep theirs.
+    with ssl.ema_weights(batchnorm_data=x[unl]):
         accuracy = ssl.evaluate(x_test[:2000], y_test[:2000], verbose=0,
                                 return_dict=True)["accuracy"]
     print(f"{args.backbone} (weights={args.weights}), {args.labels} labels + {args.unlabeled} "

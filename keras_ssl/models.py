@@ -7,7 +7,61 @@ with plain Keras.
 
 import keras
 
+from keras_ssl import _compat
+
 layers = keras.layers
+
+
+def unfreeze(backbone, batchnorm=False):
+    """Make a frozen backbone trainable for fine-tuning, its BatchNorm layers still frozen.
+
+    In Keras 3 `backbone(x, training=False)` inside a functional model does
+    not keep the backbone's BatchNorm layers in inference mode: `fit` calls the
+    model with `training=True`, which overrides the `training=False` recorded
+    when the model was built (keras-team/keras#20285). What keeps a
+    BatchNormalization layer in inference mode in training is
+    `layer.trainable = False`. So after `backbone.trainable = True` the
+    pretrained moving statistics would be replaced by those of your batches,
+    which is rarely what fine-tuning a pretrained backbone wants. This sets
+    `backbone.trainable = True` and then every BatchNormalization layer in it
+    (nested ones too) back to `trainable = False`: they normalize with their
+    pretrained statistics, their gamma and beta stay as they are, and
+    keras-ssl's BatchNorm recompute (`BatchNormWarmup`, `ema_weights(
+    batchnorm_data=...)`) leaves them alone. Recompile after calling it.
+
+    Example:
+
+    ```python
+    backbone.trainable = False          # phase 1: the head only
+    ssl.compile(optimizer=keras.optimizers.Adam(1e-3))
+    ssl.fit(x, y, unlabeled=u, epochs=5)
+    keras_ssl.models.unfreeze(backbone)  # phase 2: fine-tune, BatchNorm frozen
+    ssl.compile(optimizer=keras.optimizers.Adam(1e-5))
+    ssl.fit(x, y, unlabeled=u, epochs=5)
+    ```
+
+    Args:
+        backbone: a Keras model or layer (e.g. a `keras.applications` model
+            built with `include_top=False`).
+        batchnorm: also train the BatchNorm layers (training mode: batch
+            statistics, moving statistics updated). Default False. Use True
+            for a backbone that was not pretrained (`weights=None`).
+
+    Returns:
+        The BatchNormalization layers left frozen (empty with `batchnorm=True`).
+    """
+    if not isinstance(backbone, keras.layers.Layer):
+        raise TypeError(
+            f"unfreeze(backbone) takes a Keras model or layer; received "
+            f"{type(backbone).__name__}.")
+    backbone.trainable = True
+    if batchnorm:
+        return []
+    frozen = [layer for layer in _compat.flatten_layers(backbone)
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in frozen:
+        layer.trainable = False
+    return frozen
 
 
 def cnn6(input_shape=(32, 32, 3), num_classes=10, value_range=(0, 255)):

@@ -103,3 +103,66 @@ def test_frozen_then_fine_tuned_backbone_keeps_the_ema_paired():
     exported = ssl.export_model("teacher")
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(exported.get_layer("backbone").weights[0]), ema)
+
+
+def _batchnorm_state(backbone):
+    bn = next(layer for layer in backbone.layers
+              if isinstance(layer, keras.layers.BatchNormalization))
+    return bn, [keras.ops.convert_to_numpy(v).copy() for v in bn.variables]
+
+
+def _fine_tune(unfreeze_with):
+    """A frozen first fit, then fine-tuning after `unfreeze_with(backbone)`."""
+    model, backbone = _backbone_model()  # the backbone is called with training=False
+    backbone.trainable = False
+    keras.utils.set_random_seed(0)
+    ssl = keras_ssl.SemiSupervisedModel(model, unlabeled_ratio=2)
+    ssl.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y, u = _raw(), np.arange(32) % 4, _raw(64, 1)
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=2, verbose=0)
+    bn, before = _batchnorm_state(backbone)
+    kernel = keras.ops.convert_to_numpy(backbone.weights[0]).copy()
+    unfreeze_with(backbone)
+    ssl.compile(optimizer=keras.optimizers.Adam(1e-2))
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=3, verbose=0)
+    _, after = _batchnorm_state(backbone)
+    moved = not np.array_equal(keras.ops.convert_to_numpy(backbone.weights[0]), kernel)
+    return ssl, bn, before, after, moved
+
+
+def test_training_false_alone_does_not_keep_batchnorm_in_inference_mode_in_fit():
+    # The reason for `unfreeze` (keras-team/keras#20285): fit's training=True
+    # overrides the training=False recorded in the functional graph, so the
+    # pretrained moving statistics are overwritten. If a Keras release changes
+    # this, docs/pretrained.md's rule 3 must be rewritten.
+    _, bn, before, after, moved = _fine_tune(lambda b: setattr(b, "trainable", True))
+    assert moved and bn.trainable
+    names = [v.name for v in bn.variables]
+    mean = names.index("moving_mean")
+    assert not np.allclose(after[mean], before[mean])
+
+
+def test_unfreeze_trains_the_backbone_and_keeps_its_batchnorm_frozen():
+    ssl, bn, before, after, moved = _fine_tune(keras_ssl.models.unfreeze)
+    assert moved, "the backbone's convolution did not train after unfreeze"
+    assert not bn.trainable
+    for a, b in zip(before, after):  # gamma, beta and the moving statistics
+        np.testing.assert_array_equal(a, b)
+    # The EMA still pairs every designed-trainable weight, frozen ones included.
+    assert len(ssl.teacher_sources) == len(ssl.teacher_weights) == 6
+    # BatchNorm recompute leaves the frozen layer alone.
+    touched = keras_ssl.callbacks.recompute_batchnorm_statistics(ssl.model, _raw(64, 2))
+    assert bn not in touched
+    np.testing.assert_array_equal(_batchnorm_state(ssl.model.get_layer("backbone"))[1][2],
+                                  before[2])
+
+
+def test_unfreeze_with_batchnorm_trains_everything_and_refuses_non_layers():
+    _, backbone = _backbone_model()
+    backbone.trainable = False
+    assert keras_ssl.models.unfreeze(backbone, batchnorm=True) == []
+    assert all(layer.trainable for layer in backbone.layers)
+    frozen = keras_ssl.models.unfreeze(backbone)
+    assert [type(layer).__name__ for layer in frozen] == ["BatchNormalization"]
+    with pytest.raises(TypeError, match="Keras model or layer"):
+        keras_ssl.models.unfreeze([backbone])

@@ -3,6 +3,8 @@
 import os
 import re
 
+import keras
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -20,7 +22,8 @@ def test_the_page_has_the_patterns():
     blocks = _blocks()
     joined = "\n".join(blocks)
     for pattern in ("MobileNetV2", "EfficientNetB0", "ResNet50", "weights=path",
-                    "backbone.trainable = False", "backbone.trainable = True", "keras_hub"):
+                    "backbone.trainable = False", "keras_ssl.models.unfreeze(backbone)",
+                    "keras_hub"):
         assert pattern in joined, pattern
     assert len(blocks) >= 6
 
@@ -31,11 +34,19 @@ def test_keras_applications_snippets_run_in_order(tmp_path, monkeypatch):
     blocks = [b for b in _blocks() if "keras_hub" not in b]
     for block in blocks:
         exec(compile(block, DOC, "exec"), namespace)  # noqa: S102 - the docs' own code
-    # The fine-tuning snippet ends with the backbone trainable and an EMA
-    # that covers it (frozen in the first fit, trained in the second).
+    # The fine-tuning snippet ends with the backbone trainable, its BatchNorm
+    # layers frozen, and an EMA that covers it (frozen in the first fit,
+    # trained in the second).
     ssl, backbone = namespace["ssl"], namespace["backbone"]
     assert backbone.trainable
-    assert len(ssl.teacher_weights) == len(ssl.teacher_sources) == len(
+    frozen = namespace["frozen"]
+    assert frozen and all(not layer.trainable for layer in frozen)
+    # weights=None: the statistics were never trained on (mean 0, variance 1),
+    # neither in the frozen fit nor in fine-tuning.
+    for layer in frozen:
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_mean), 0.0)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.moving_variance), 1.0)
+    assert len(ssl.teacher_weights) == len(ssl.teacher_sources) > len(
         ssl.model.trainable_variables)
 
 
