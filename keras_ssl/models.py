@@ -7,7 +7,7 @@ with plain Keras.
 
 import keras
 
-from keras_ssl import _compat
+from keras_ssl.batchnorm import batchnorm_layers
 
 layers = keras.layers
 
@@ -57,8 +57,7 @@ def unfreeze(backbone, batchnorm=False):
     backbone.trainable = True
     if batchnorm:
         return []
-    frozen = [layer for layer in _compat.flatten_layers(backbone)
-              if isinstance(layer, keras.layers.BatchNormalization)]
+    frozen = batchnorm_layers(backbone)  # every one of them, now that all are trainable
     for layer in frozen:
         layer.trainable = False
     return frozen
