@@ -148,6 +148,48 @@ def test_config_roundtrip_and_argument_errors():
         keras_ssl.SelfTraining(refresh_every=0)
     with pytest.raises(ValueError, match="sum to 1"):
         keras_ssl.SelfTraining(class_prior=[0.5, 0.6])
+    with pytest.raises(ValueError, match="labeled_view"):
+        keras_ssl.SelfTraining(labeled_view="none")
+    assert keras_ssl.SelfTraining.from_config(
+        keras_ssl.SelfTraining(labeled_view="strong").get_config()).labeled_view == "strong"
+
+
+class Tag(keras.layers.Layer):
+    """A view that adds a constant: which view the labeled images got shows in the loss."""
+
+    def __init__(self, shift, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = shift
+
+    def call(self, x, training=None):
+        return x + self.shift
+
+
+@pytest.mark.parametrize("labeled_view", ["weak", "strong"])
+def test_labeled_images_get_the_view_asked_for(labeled_view):
+    # weak view: images unchanged; strong view: +1000. A model that sums its input
+    # sees which one the labeled images went through, in a supervised warm-up fit.
+    algorithm = keras_ssl.SelfTraining(labeled_view=labeled_view, weak=Tag(0.0),
+                                       strong=Tag(1000.0))
+    x = np.zeros((8, 4, 4, 1), "float32")
+    y = np.zeros((8,), "int64")
+
+    class Spy(keras.layers.Layer):
+        def call(self, inputs):
+            return keras.ops.stack([keras.ops.mean(inputs, axis=(1, 2, 3)),
+                                    keras.ops.zeros_like(inputs[:, 0, 0, 0])], axis=-1)
+
+    net = keras.Sequential([keras.Input((4, 4, 1)), Spy(), keras.layers.Dense(2)])
+    ssl = keras_ssl.SemiSupervisedModel(net, algorithm, value_range=(0.0, 1.0))
+    ssl.compile(optimizer=keras.optimizers.SGD(0.0))
+    history = ssl.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    loss = history.history["loss"][0]
+    # Zero images give zero features, logits equal to the zero bias and a loss of
+    # exactly log(2); images shifted by 1000 give logits of +-1000 * weights.
+    if labeled_view == "weak":
+        assert abs(loss - np.log(2)) < 1e-4, loss
+    else:
+        assert abs(loss - np.log(2)) > 0.1, loss
 
 
 # ------------------------------------------------- FixMatch's target pass
