@@ -75,9 +75,10 @@ class SelfTraining(Algorithm):
             RandAugment, most of a step's CPU cost.
         labeled_view: `"weak"` (default) or `"strong"`: the view the labeled
             images are trained on (also in a supervised warm-up `fit` of the
-            same model). On the CIFAR-10 CPU protocol supervised training
-            with the strong view beat the weak one by 1.8 points at equal
-            wall time (BENCHMARKS.md).
+            same model). Measured on the CIFAR-10 CPU protocol (one seed,
+            BENCHMARKS.md): `"strong"` lost 14 points to the default there
+            (49.7 % vs 63.6 %), although supervised training alone gains
+            from the strong view; keep `"weak"` unless you measure otherwise.
     """
 
     views = ("strong",)
