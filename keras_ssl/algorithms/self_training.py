@@ -125,17 +125,14 @@ class SelfTraining(Algorithm):
         self.weak = deserialize_view(weak)
         self.strong = deserialize_view(strong)
         self.flip = bool(flip)
-        if unlabeled_view not in ("strong", "weak"):
-            raise ValueError(
-                "SelfTraining(unlabeled_view=...) must be 'strong' or 'weak'; received "
-                f"{unlabeled_view!r}."
-            )
+        for argument, value in (("unlabeled_view", unlabeled_view),
+                                ("labeled_view", labeled_view)):
+            if value not in ("strong", "weak"):
+                raise ValueError(
+                    f"SelfTraining({argument}=...) must be 'strong' or 'weak'; received "
+                    f"{value!r}."
+                )
         self.unlabeled_view = unlabeled_view
-        if labeled_view not in ("strong", "weak"):
-            raise ValueError(
-                "SelfTraining(labeled_view=...) must be 'weak' or 'strong'; received "
-                f"{labeled_view!r}."
-            )
         self.labeled_view = labeled_view  # the model reads it: the labeled images' view
 
     @classmethod
