@@ -8,8 +8,8 @@ BatchNorm statistics recomputed at each phase). Unlike the original:
 * validation is carved from the training images (indices 25,000-30,000 of the
   tutorial's shuffle), never the test set;
 * the 10,000 test images are read once per model, at the very end;
-* the baseline gets the same number of steps as the SSL run it is compared
-  with, the same model, optimizer, augmentation and best-weights selection.
+* two baselines get the same model, optimizer, augmentation and best-weights
+  selection as the SSL run: one its number of steps, one its wall time.
 
     python examples/cifar10_tutorial.py --data /tmp/cifar10.npz            # full
     python examples/cifar10_tutorial.py --data /tmp/cifar10.npz --labeled 1000 \
@@ -44,6 +44,11 @@ def make_model(name):
     raise SystemExit(f"unknown --model {name!r}: use mobilenet or cnn6")
 
 
+def _stage_args(args):
+    """The arguments a saved stage must share with this run to be reused."""
+    return {k: v for k, v in vars(args).items() if k not in ("resume", "verbose", "out")}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="CIFAR-10 npz; default keras.datasets (download)")
@@ -60,6 +65,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/cifar10_tutorial")
     p.add_argument("--verbose", type=int, default=2)
+    p.add_argument("--resume", action="store_true",
+                   help="skip the stages already saved in --out by a run with the same "
+                   "arguments (each stage is timed on its own)")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -73,66 +81,101 @@ def main():
     def optimizer():
         return keras.optimizers.Adam(args.lr)
 
-    # 1. keras-ssl's two-phase recipe with the default algorithm
-    #    (FixMatch, threshold 0.8: the best on our CPU protocol), until both
-    #    plateaus or the step budget.
-    keras.utils.set_random_seed(args.seed)
-    start = time.perf_counter()
-    report = keras_ssl.fit_two_phase(
-        make_model(args.model), x_lab, y_lab, unlabeled=x_unl,
-        validation_data=(x_val, y_val),
-        unlabeled_ratio=args.ratio, batch_size=args.batch_size,
-        steps_per_epoch=args.steps_per_epoch,
-        epochs=max(2, args.steps // args.steps_per_epoch), patience=args.patience,
-        optimizer=optimizer(), verbose=args.verbose)
-    ssl_seconds = time.perf_counter() - start
-    ssl_steps = int(report.steps_run)
-    print(report.summary())
-    if report.switch_epoch is None:
-        print("note: the validation loss did not plateau within --steps, so the SSL phase "
-              "never started; raise --steps or lower --patience / --steps-per-epoch.")
-
-    # 2. The supervised baseline with the same number of steps, the same
-    #    model, optimizer, augmentation and best-validation-weights choice.
-    keras.utils.set_random_seed(args.seed)
-    baseline = keras_ssl.SemiSupervisedModel(make_model(args.model),
-                                             unlabeled_ratio=args.ratio)
-    baseline.compile(optimizer=optimizer(), metrics=["accuracy"])
-    epochs = max(1, round(ssl_steps / args.steps_per_epoch))
-    start = time.perf_counter()
-    steps_per_epoch = max(1, ssl_steps // epochs)
-    history = baseline.fit(
-        x_lab, y_lab, batch_size=args.batch_size, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, validation_data=(x_val, y_val),
-        callbacks=[keras_ssl.callbacks.BatchNormWarmup(x_lab, steps=20, before_validation=True),
-                   keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9,
-                                                 restore_best_weights=True)],
-        verbose=args.verbose)
-    keras_ssl.callbacks.recompute_batchnorm_statistics(baseline, x_lab, steps=20)
-    base_seconds = time.perf_counter() - start
-    # Steps run, from the epochs run: `ssl_step` is a model variable, so
-    # restore_best_weights set it back to the best epoch's count.
-    base_steps = len(history.epoch) * steps_per_epoch
-
-    # 3. The test set, read once per model.
     x_test = prep(split["x_test"].astype("float32"))
-    base_acc = baseline.evaluate(x_test, split["y_test"], verbose=0, return_dict=True)
-    ssl_acc = report.model.evaluate(x_test, split["y_test"], verbose=0, return_dict=True)
-    rows = [
-        {"method": "supervised", "mean": base_acc["accuracy"], "std": 0.0,
-         "seconds": base_seconds, "steps": base_steps, "runs": 1},
-        {"method": "keras-ssl two-phase", "mean": ssl_acc["accuracy"], "std": 0.0,
-         "seconds": ssl_seconds, "steps": ssl_steps, "runs": 1},
-    ]
+    y_test = split["y_test"]
+    # Each stage's row is saved when it ends (its test accuracy read right
+    # after its training, once); `--resume` skips the stages already saved
+    # with the same arguments, so the full scale can span several sittings.
+    stages_path = os.path.join(args.out, "cifar10_tutorial_stages.json")
+    stages = {}
+    if args.resume and os.path.exists(stages_path):
+        with open(stages_path) as f:
+            saved = json.load(f)
+        if saved.get("args") == _stage_args(args):
+            stages = saved["stages"]
+            print(f"resuming: {', '.join(stages)} already done ({stages_path})")
+
+    def save(name, row):
+        stages[name] = row
+        with open(stages_path, "w") as f:
+            json.dump({"args": _stage_args(args), "stages": stages}, f, indent=2, default=float)
+        print(f"| {row['method']} | {100 * row['mean']:.2f}% | {row['steps']} | "
+              f"{row['seconds']:.0f} s |", flush=True)
+
+    # 1. keras-ssl's two-phase recipe with the default algorithm
+    #    (FixMatch, threshold 0.8), until both plateaus or the step budget.
+    if "ssl" not in stages:
+        keras.utils.set_random_seed(args.seed)
+        start = time.perf_counter()
+        report = keras_ssl.fit_two_phase(
+            make_model(args.model), x_lab, y_lab, unlabeled=x_unl,
+            validation_data=(x_val, y_val),
+            unlabeled_ratio=args.ratio, batch_size=args.batch_size,
+            steps_per_epoch=args.steps_per_epoch,
+            epochs=max(2, args.steps // args.steps_per_epoch), patience=args.patience,
+            optimizer=optimizer(), verbose=args.verbose)
+        seconds = time.perf_counter() - start
+        print(report.summary())
+        if report.switch_epoch is None:
+            print("note: the validation loss did not plateau within --steps, so the SSL phase "
+                  "never started; raise --steps or lower --patience / --steps-per-epoch.")
+        accuracy = report.model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+        save("ssl", {"method": "keras-ssl two-phase", "mean": accuracy["accuracy"], "std": 0.0,
+                     "seconds": seconds, "steps": int(report.steps_run), "runs": 1,
+                     "switch_epoch": report.switch_epoch, "switch_step": report.switch_step,
+                     "history": report.history})
+    ssl_seconds, ssl_steps = stages["ssl"]["seconds"], stages["ssl"]["steps"]
+
+    # 2. Supervised baselines, the same model, optimizer, augmentation and
+    #    best-validation-weights choice: one with the SSL run's number of
+    #    steps, one with its wall time (an SSL step costs several supervised
+    #    steps; `TimeLimit` ends it at the first epoch end past those minutes).
+    def supervised(epochs, steps_per_epoch, seconds=None):
+        keras.utils.set_random_seed(args.seed)
+        start = time.perf_counter()
+        model = keras_ssl.SemiSupervisedModel(make_model(args.model), unlabeled_ratio=args.ratio)
+        model.compile(optimizer=optimizer(), metrics=["accuracy"])
+        extra_callbacks = []
+        if seconds is not None:  # what is left of the budget once the model is built
+            left = max(seconds - (time.perf_counter() - start), 1.0)
+            extra_callbacks.append(keras_ssl.callbacks.TimeLimit(minutes=left / 60, verbose=0))
+        history = model.fit(
+            x_lab, y_lab, batch_size=args.batch_size, epochs=epochs,
+            steps_per_epoch=steps_per_epoch, validation_data=(x_val, y_val),
+            callbacks=[keras_ssl.callbacks.BatchNormWarmup(x_lab, steps=20,
+                                                           before_validation=True),
+                       keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9,
+                                                     restore_best_weights=True),
+                       *extra_callbacks],
+            verbose=args.verbose)
+        keras_ssl.callbacks.recompute_batchnorm_statistics(model, x_lab, steps=20)
+        seconds = time.perf_counter() - start
+        accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+        # Steps run, from the epochs run: `ssl_step` is a model variable, so
+        # restore_best_weights set it back to the best epoch's count.
+        return accuracy["accuracy"], seconds, len(history.epoch) * steps_per_epoch
+
+    if "equal_steps" not in stages:
+        epochs = max(1, round(ssl_steps / args.steps_per_epoch))
+        accuracy, seconds, steps = supervised(epochs, max(1, ssl_steps // epochs))
+        save("equal_steps", {"method": "supervised, equal steps", "mean": accuracy,
+                             "std": 0.0, "seconds": seconds, "steps": steps, "runs": 1})
+    if "equal_time" not in stages:
+        accuracy, seconds, steps = supervised(10**6, args.steps_per_epoch, ssl_seconds)
+        save("equal_time", {"method": "supervised, equal wall time", "mean": accuracy,
+                            "std": 0.0, "seconds": seconds, "steps": steps, "runs": 1})
+
+    rows = [stages[k] for k in ("equal_steps", "equal_time", "ssl")]
     print("\n| method | test accuracy | steps | wall time (s) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {100 * r['mean']:.2f}% | {r['steps']} | {r['seconds']:.0f} |")
     png = bar_chart(rows, os.path.join(args.out, "cifar10_tutorial.png"),
                     f"CIFAR-10, {len(x_lab)} labels, {args.model}")
     with open(os.path.join(args.out, "cifar10_tutorial.json"), "w") as f:
-        json.dump({"args": vars(args), "results": rows, "switch_epoch": report.switch_epoch,
-                   "switch_step": report.switch_step, "history": report.history}, f,
-                  indent=2, default=float)
+        json.dump({"args": vars(args), "results": rows,
+                   "switch_epoch": stages["ssl"]["switch_epoch"],
+                   "switch_step": stages["ssl"]["switch_step"],
+                   "history": stages["ssl"]["history"]}, f, indent=2, default=float)
     print(f"wrote {png} and {os.path.join(args.out, 'cifar10_tutorial.json')}")
 
 
