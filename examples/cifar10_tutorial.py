@@ -60,7 +60,11 @@ def main():
     p.add_argument("--model", default="mobilenet", choices=["mobilenet", "cnn6"])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ratio", type=int, default=3)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--patience", type=int, default=3,
+                   help="epochs without a better validation loss that end a phase")
+    p.add_argument("--phase2-patience", type=int, default=None,
+                   help="the same for the SSL phase (default: --patience); the unlabeled "
+                   "loss pays late, after the teacher grows confident")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/cifar10_tutorial")
@@ -113,6 +117,7 @@ def main():
             unlabeled_ratio=args.ratio, batch_size=args.batch_size,
             steps_per_epoch=args.steps_per_epoch,
             epochs=max(2, args.steps // args.steps_per_epoch), patience=args.patience,
+            phase2_patience=args.phase2_patience,
             optimizer=optimizer(), verbose=args.verbose)
         seconds = time.perf_counter() - start
         print(report.summary())
