@@ -62,6 +62,9 @@ def main():
     p.add_argument("--ratio", type=int, default=3)
     p.add_argument("--patience", type=int, default=3,
                    help="epochs without a better validation loss that end a phase")
+    p.add_argument("--monitor", default="val_loss",
+                   help="what the plateaus (and the best weights) are judged on: val_loss "
+                   "(the original tutorial's) or val_accuracy")
     p.add_argument("--phase2-patience", type=int, default=None,
                    help="the same for the SSL phase (default: --patience); the unlabeled "
                    "loss pays late, after the teacher grows confident")
@@ -117,7 +120,7 @@ def main():
             unlabeled_ratio=args.ratio, batch_size=args.batch_size,
             steps_per_epoch=args.steps_per_epoch,
             epochs=max(2, args.steps // args.steps_per_epoch), patience=args.patience,
-            phase2_patience=args.phase2_patience,
+            phase2_patience=args.phase2_patience, monitor=args.monitor,
             optimizer=optimizer(), verbose=args.verbose)
         seconds = time.perf_counter() - start
         print(report.summary())
@@ -149,7 +152,7 @@ def main():
             steps_per_epoch=steps_per_epoch, validation_data=(x_val, y_val),
             callbacks=[keras_ssl.callbacks.BatchNormWarmup(x_lab, steps=20,
                                                            before_validation=True),
-                       keras.callbacks.EarlyStopping(monitor="val_loss", patience=10**9,
+                       keras.callbacks.EarlyStopping(monitor=args.monitor, patience=10**9,
                                                      restore_best_weights=True),
                        *extra_callbacks],
             verbose=args.verbose)

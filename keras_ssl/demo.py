@@ -6,6 +6,7 @@ training split as unlabeled images, and reads a stratified held-out test
 split once at the end.
 """
 
+import textwrap
 import time
 
 import keras
@@ -135,7 +136,8 @@ def bar_chart(table, path, title):
 
     fig = plots._figure(5, 3.5)
     ax = fig.add_subplot()
-    names = [row["method"] for row in table]
+    # Long method names wrap onto a few lines instead of running into each other.
+    names = [textwrap.fill(row["method"], 16) for row in table]
     means = [row["mean"] for row in table]
     stds = [row["std"] for row in table]
     bars = ax.bar(names, means, yerr=stds, capsize=6, color=["#9e9e9e", "#1f77b4", "#ff7f0e",
