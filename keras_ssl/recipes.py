@@ -143,7 +143,12 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             judge a plateau.
         batch_size: labeled batch size. Default 32.
         monitor, patience, phase2_patience, min_delta: as in
-            `PlateauPhaseSwitch`. Defaults `"val_loss"`, 3, None, 0.
+            `PlateauPhaseSwitch`. Defaults `"val_loss"`, 3, None, 0. The
+            unlabeled loss pays late (once the teacher is confident on many
+            images) and the validation loss is noisy: give phase 2 a longer
+            patience than phase 1, and consider `monitor="val_accuracy"`. In
+            the tutorial example at full scale (BENCHMARKS.md) a patience of
+            3 epochs of 100 steps ended the SSL phase after 300 steps.
         optimizer, loss, metrics: passed to `compile` when the model is not
             compiled yet. Defaults `"adam"`, the model's default loss,
             `("accuracy",)`.
