@@ -7,13 +7,16 @@ BatchNorm statistics recomputed at each phase). Unlike the original:
 
 * validation is carved from the training images (indices 25,000-30,000 of the
   tutorial's shuffle), never the test set;
-* the 10,000 test images are read once per model, at the very end;
+* the 10,000 test images are read once per model, after its training;
 * two baselines get the same model, optimizer, augmentation and best-weights
   selection as the SSL run: one its number of steps, one its wall time.
 
     python examples/cifar10_tutorial.py --data /tmp/cifar10.npz            # full
     python examples/cifar10_tutorial.py --data /tmp/cifar10.npz --labeled 1000 \
         --unlabeled 5000 --steps 500 --steps-per-epoch 50 --patience 2     # CPU scale
+
+Each stage (the two-phase run, then each baseline) saves its row to `--out`
+when it ends; rerun with `--resume` after an interruption to skip them.
 
 `--data` takes an npz with the arrays of `keras.datasets.cifar10.load_data()`
 (`x_train`, `y_train`, `x_test`, `y_test`); without it the images come from
@@ -61,7 +64,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ratio", type=int, default=3)
     p.add_argument("--patience", type=int, default=3,
-                   help="epochs without a better validation loss that end a phase")
+                   help="epochs without a better --monitor value that end a phase")
     p.add_argument("--monitor", default="val_loss",
                    help="what the plateaus (and the best weights) are judged on: val_loss "
                    "(the original tutorial's) or val_accuracy")
@@ -101,6 +104,8 @@ def main():
         if saved.get("args") == _stage_args(args):
             stages = saved["stages"]
             print(f"resuming: {', '.join(stages)} already done ({stages_path})")
+        else:
+            print(f"not resuming: {stages_path} was saved with other arguments; starting over")
 
     def save(name, row):
         stages[name] = row
@@ -125,7 +130,7 @@ def main():
         seconds = time.perf_counter() - start
         print(report.summary())
         if report.switch_epoch is None:
-            print("note: the validation loss did not plateau within --steps, so the SSL phase "
+            print(f"note: {args.monitor} did not plateau within --steps, so the SSL phase "
                   "never started; raise --steps or lower --patience / --steps-per-epoch.")
         accuracy = report.model.evaluate(x_test, y_test, verbose=0, return_dict=True)
         save("ssl", {"method": "keras-ssl two-phase", "mean": accuracy["accuracy"], "std": 0.0,
