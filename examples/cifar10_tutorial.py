@@ -86,7 +86,8 @@ def main():
     x_lab, x_unl, x_val = (prep(split[k].astype("float32")) for k in ("x_lab", "x_unl", "x_val"))
     y_lab, y_val = split["y_lab"], split["y_val"]
     print(f"CIFAR-10: {len(x_lab)} labeled, {len(x_unl)} unlabeled, {len(x_val)} validation "
-          f"(from training data), {len(split['x_test'])} test (read once at the end)")
+          f"(from training data), {len(split['x_test'])} test (read once per model, after its "
+          "training)")
 
     def optimizer():
         return keras.optimizers.Adam(args.lr)
