@@ -108,7 +108,9 @@ def main():
         else:
             print(f"not resuming: {stages_path} was saved with other arguments; starting over")
 
-    def save(name, row):
+    def save(name, method, accuracy, seconds, steps, **extra):
+        row = {"method": method, "mean": accuracy, "std": 0.0, "seconds": seconds,
+               "steps": steps, "runs": 1, **extra}
         stages[name] = row
         with open(stages_path, "w") as f:
             json.dump({"args": _stage_args(args), "stages": stages}, f, indent=2, default=float)
@@ -134,10 +136,9 @@ def main():
             print(f"note: {args.monitor} did not plateau within --steps, so the SSL phase "
                   "never started; raise --steps or lower --patience / --steps-per-epoch.")
         accuracy = report.model.evaluate(x_test, y_test, verbose=0, return_dict=True)
-        save("ssl", {"method": "keras-ssl two-phase", "mean": accuracy["accuracy"], "std": 0.0,
-                     "seconds": seconds, "steps": int(report.steps_run), "runs": 1,
-                     "switch_epoch": report.switch_epoch, "switch_step": report.switch_step,
-                     "history": report.history})
+        save("ssl", "keras-ssl two-phase", accuracy["accuracy"], seconds,
+             int(report.steps_run), switch_epoch=report.switch_epoch,
+             switch_step=report.switch_step, history=report.history)
     ssl_seconds, ssl_steps = stages["ssl"]["seconds"], stages["ssl"]["steps"]
 
     # 2. Supervised baselines, the same model, optimizer, augmentation and
@@ -172,12 +173,10 @@ def main():
     if "equal_steps" not in stages:
         epochs = max(1, round(ssl_steps / args.steps_per_epoch))
         accuracy, seconds, steps = supervised(epochs, max(1, ssl_steps // epochs))
-        save("equal_steps", {"method": "supervised, equal steps", "mean": accuracy,
-                             "std": 0.0, "seconds": seconds, "steps": steps, "runs": 1})
+        save("equal_steps", "supervised, equal steps", accuracy, seconds, steps)
     if "equal_time" not in stages:
         accuracy, seconds, steps = supervised(10**6, args.steps_per_epoch, ssl_seconds)
-        save("equal_time", {"method": "supervised, equal wall time", "mean": accuracy,
-                            "std": 0.0, "seconds": seconds, "steps": steps, "runs": 1})
+        save("equal_time", "supervised, equal wall time", accuracy, seconds, steps)
 
     rows = [stages[k] for k in ("equal_steps", "equal_time", "ssl")]
     print("\n| method | test accuracy | steps | wall time (s) |\n|---|---|---|---|")
