@@ -74,11 +74,18 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/cifar10_tutorial")
+    p.add_argument("--augment-on-device", action="store_true",
+                   help="make the augmented views inside the training step (on the GPU) "
+                   "instead of in tf.data; on by itself where TensorFlow is not installed")
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--resume", action="store_true",
                    help="skip the stages already saved in --out by a run with the same "
                    "arguments (each stage is timed on its own)")
     args = p.parse_args()
+    if not args.augment_on_device and not keras_ssl.data.tensorflow_available():
+        print("TensorFlow is not installed: the views are made in the training step "
+              "(--augment-on-device)")
+        args.augment_on_device = True
     os.makedirs(args.out, exist_ok=True)
 
     split = datasets.cifar10_split(args.data, args.labeled, args.unlabeled)
@@ -91,6 +98,10 @@ def main():
 
     def optimizer():
         return keras.optimizers.Adam(args.lr)
+
+    def wrapped():
+        return keras_ssl.SemiSupervisedModel(make_model(args.model), unlabeled_ratio=args.ratio,
+                                             augment_on_device=args.augment_on_device)
 
     x_test = prep(split["x_test"].astype("float32"))
     y_test = split["y_test"]
@@ -123,9 +134,8 @@ def main():
         keras.utils.set_random_seed(args.seed)
         start = time.perf_counter()
         report = keras_ssl.fit_two_phase(
-            make_model(args.model), x_lab, y_lab, unlabeled=x_unl,
-            validation_data=(x_val, y_val),
-            unlabeled_ratio=args.ratio, batch_size=args.batch_size,
+            wrapped(), x_lab, y_lab, unlabeled=x_unl,
+            validation_data=(x_val, y_val), batch_size=args.batch_size,
             steps_per_epoch=args.steps_per_epoch,
             epochs=max(2, args.steps // args.steps_per_epoch), patience=args.patience,
             phase2_patience=args.phase2_patience, monitor=args.monitor,
@@ -148,7 +158,7 @@ def main():
     def supervised(epochs, steps_per_epoch, seconds=None):
         keras.utils.set_random_seed(args.seed)
         start = time.perf_counter()
-        model = keras_ssl.SemiSupervisedModel(make_model(args.model), unlabeled_ratio=args.ratio)
+        model = wrapped()
         model.compile(optimizer=optimizer(), metrics=["accuracy"])
         extra_callbacks = []
         if seconds is not None:  # what is left of the budget once the model is built
