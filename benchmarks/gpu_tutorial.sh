@@ -7,7 +7,9 @@
 # PACK_DIR holds a copy of the offline CIFAR-10 pack (cifar10_jpeg.npz and its
 # cifar10_to_npz.py, decoded here); carry it and .whl/ (gpu_setup.sh). Runs,
 # while SECONDS last (each run is cut at the deadline; a tutorial run saves
-# each stage as it ends, so the finished stages survive a cut):
+# each stage as it ends, so the finished stages survive a cut, and a second
+# call into the same OUT_DIR (one the machine keeps, e.g. results/) resumes
+# after them):
 #   1. the tutorial's defaults (two-phase SSL, supervised at equal steps and at
 #      equal wall time), into OUT_DIR/default;
 #   2. the same with --phase2-patience 10 --monitor val_accuracy, into
@@ -17,6 +19,7 @@
 # rehearse on a CPU with PYTHONPATH pointing at a `tensorflow` that fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # keras_ssl is not installed there
 pack="$1" out="$2" budget="$3"
 deadline=$((SECONDS + budget))
 source benchmarks/gpu_setup.sh
@@ -27,7 +30,7 @@ tutorial() {
   if [ "$left" -lt 60 ]; then echo "gpu_tutorial: no time left for: $*"; return; fi
   echo "gpu_tutorial: $left s left; running: $*"
   timeout "$left" "$PYTHON" examples/cifar10_tutorial.py --data /tmp/cifar10_gpu.npz \
-      --augment-on-device ${TUTORIAL_ARGS:-} "$@"
+      --augment-on-device --resume ${TUTORIAL_ARGS:-} "$@"
   echo "gpu_tutorial: exit $? after $((SECONDS)) s"
 }
 tutorial --out "$out/default"

@@ -557,15 +557,32 @@ def _labeled_arrays(x, y, sample_weight, batch_size, shuffle, class_weight,
         steps_per_epoch=steps_per_epoch, shuffle=shuffle, class_weight=class_weight,
     )
     dataset = adapter.get_tf_dataset()
-    if adapter.num_batches is not None and steps_per_epoch is None:
-        # Keras's array adapter hides the length; restore it so that fit
-        # knows the epoch length (and the progress bar its total).
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(adapter.num_batches))
-    if steps_per_epoch is not None:
+    num_batches = adapter.num_batches
+    full = full_batch_size(len(x), batch_size)
+    if len(x) % full:
+        # Full batches only: the labeled images stream on into the next
+        # shuffled pass instead of ending each pass on a partial batch. A
+        # partial batch has a new shape (a retrace; on JAX or with XLA a
+        # recompile of the whole step, a minute for an SSL step with views
+        # on a GPU) and pairs a few labeled images with a full unlabeled one.
+        dataset = dataset.repeat().unbatch().batch(full, drop_remainder=True)
+        if steps_per_epoch is None:  # an epoch: every image once, then a fill
+            num_batches = math.ceil(len(x) / full)
+            dataset = dataset.take(num_batches)
+    elif steps_per_epoch is not None:
         # The labeled set may be smaller than the number of steps asked for:
         # repeat it (the unlabeled stream is infinite anyway).
         dataset = dataset.repeat()
+    if num_batches is not None and steps_per_epoch is None:
+        # Keras's array adapter hides the length; restore it so that fit
+        # knows the epoch length (and the progress bar its total).
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return dataset
+
+
+def full_batch_size(num_images, batch_size):
+    """The labeled batch of every training step: `batch_size`, or all images if fewer."""
+    return max(1, min(int(batch_size), int(num_images)))
 
 
 def _labeled_stream(x, kind, class_weight, steps_per_epoch):
@@ -823,10 +840,13 @@ class ArraySource(PyDataset):
     Used by `SemiSupervisedModel(augment_on_device=True)` when TensorFlow is
     not installed (e.g. a JAX-only GPU machine). Batch `i` is
     `({"labeled": x, "unlabeled": u}, y[, sample_weight])` in float32: the
-    labeled batch in (shuffled) order, the last one partial as in
-    `keras.Model.fit`, and `unlabeled_batch` unlabeled images drawn from an
-    endless stream that reshuffles after every pass. The step makes the
-    views.
+    labeled batch in (shuffled) order, and `unlabeled_batch` unlabeled images
+    drawn from an endless stream that reshuffles after every pass. Every
+    labeled batch is full (`batch_size`, or all the images if fewer): an
+    epoch (without `steps_per_epoch`) shows every labeled image once and fills
+    its last batch from the next shuffle; with `steps_per_epoch` the labeled
+    images stream on across passes. A partial batch would have a new shape:
+    a recompile of the step under `jax.jit`. The step makes the views.
 
     Args:
         x, y, sample_weight: labeled numpy arrays (sample_weight optional).
@@ -859,14 +879,23 @@ class ArraySource(PyDataset):
         self.with_index = bool(with_index)
         self.table = table
         self._rng = np.random.default_rng(seed)
-        self._order = self._permutation(len(self.x), shuffle)
+        self._full = full_batch_size(len(self.x), self.batch_size)
+        self._labeled = np.zeros((0,), "int64")
         self._stream = np.zeros((0,), "int64")
 
     def _permutation(self, n, shuffle):
         return self._rng.permutation(n) if shuffle else np.arange(n)
 
     def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(len(self.x) / self._full)
+
+    def _next_labeled(self):
+        while len(self._labeled) < self._full:
+            self._labeled = np.concatenate(
+                [self._labeled, self._permutation(len(self.x), self.shuffle)]
+            )
+        rows, self._labeled = self._labeled[: self._full], self._labeled[self._full:]
+        return rows
 
     @property
     def num_batches(self):
@@ -884,9 +913,9 @@ class ArraySource(PyDataset):
 
     def __getitem__(self, index):
         index = int(index) % len(self)
-        if index == 0 and self.steps_per_epoch is not None:
-            self._order = self._permutation(len(self.x), self.shuffle)
-        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        if index == 0 and self.steps_per_epoch is None:
+            self._labeled = self._permutation(len(self.x), self.shuffle)  # a new pass
+        rows = self._next_labeled()
         inputs = {LABELED: self.x[rows].astype("float32")}
         if self.unlabeled is not None:
             picked = (self._next_unlabeled() if self.table is None
@@ -902,10 +931,6 @@ class ArraySource(PyDataset):
         if self.sample_weight is not None:
             batch = batch + (self.sample_weight[rows],)
         return batch
-
-    def on_epoch_end(self):
-        if self.steps_per_epoch is None:
-            self._order = self._permutation(len(self.x), self.shuffle)
 
 
 # ------------------------------------------------ plain batch iteration

@@ -51,6 +51,22 @@ def test_dataset_shapes_follow_unlabeled_ratio(images):
     assert labels.shape == (4,)
 
 
+def test_every_labeled_batch_is_full(images):
+    """No partial last batch (a new shape: a retrace, on JAX a recompile)."""
+    x, y, u = images
+    x, y = x[:10], y[:10]
+    m = _ssl(ratio=2)
+    epoch = list(m.make_train_dataset(x, y, batch_size=4, unlabeled=u))
+    assert [int(inputs["labeled"].shape[0]) for inputs, _ in epoch] == [4, 4, 4]
+    labels = np.concatenate([labels.numpy() for _, labels in epoch])
+    assert sorted(labels[:10]) == sorted(y)  # every image once, then a fill
+    stream = m.make_train_dataset(x, y, batch_size=4, unlabeled=u, steps_per_epoch=5)
+    labels = np.concatenate([labels.numpy() for _, labels in stream.take(5)])
+    assert sorted(labels[:10]) == sorted(labels[10:]) == sorted(y)
+    history = m.fit(x, y, unlabeled=u, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
 def test_one_concatenated_forward_pass_per_step(images):
     """Labeled, weak and strong images go through the model as one batch."""
     x, y, u = images

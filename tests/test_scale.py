@@ -439,15 +439,31 @@ def test_array_source_batches():
     x, y, u = HELPERS["make_data"](10, 7)
     source = keras_ssl.data.ArraySource(x, y, None, 4, u, 8, shuffle=False)
     assert len(source) == 3
-    inputs, labels = source[2]
-    np.testing.assert_array_equal(inputs["labeled"], x[8:])  # last batch partial
-    np.testing.assert_array_equal(labels, y[8:])
+    batches = [source[i] for i in range(3)]
+    # Every labeled batch is full: the epoch shows all 10 images, then fills
+    # its last batch from the next pass (no partial batch: no new shape).
+    assert [b[0]["labeled"].shape[0] for b in batches] == [4, 4, 4]
+    inputs, labels = batches[2]
+    np.testing.assert_array_equal(inputs["labeled"], x[[8, 9, 0, 1]])
+    np.testing.assert_array_equal(labels, y[[8, 9, 0, 1]])
+    np.testing.assert_array_equal(source[0][1], y[:4])  # a new epoch starts a new pass
     # The unlabeled stream is endless: 8 images per batch from 7, reshuffled.
     first, second = source[0][0]["unlabeled"], source[1][0]["unlabeled"]
     assert first.shape == second.shape == (8, 8, 8, 3)
     assert first.dtype == np.float32
     seen = {tuple(np.round(img.ravel()[:3], 6)) for img in np.concatenate([first, second])}
     assert seen == {tuple(np.round(img.ravel()[:3], 6)) for img in u}
+
+
+def test_array_source_streams_full_batches_with_steps_per_epoch():
+    x, y, u = HELPERS["make_data"](10, 7)
+    source = keras_ssl.data.ArraySource(x, y, None, 4, u, 8, steps_per_epoch=5, seed=0)
+    labels = np.concatenate([source[i % 3][1] for i in range(5)])  # 20 = two passes
+    assert all(source[i][0]["labeled"].shape[0] == 4 for i in range(3))
+    np.testing.assert_array_equal(np.sort(labels[:10]), np.sort(y))
+    np.testing.assert_array_equal(np.sort(labels[10:]), np.sort(y))
+    small = keras_ssl.data.ArraySource(x[:3], y[:3], None, 4, u, 8)  # fewer than a batch
+    assert len(small) == 1 and small[0][0]["labeled"].shape[0] == 3
 
 
 # ------------------------------------------------- two workers on localhost
