@@ -558,7 +558,7 @@ def _labeled_arrays(x, y, sample_weight, batch_size, shuffle, class_weight,
     )
     dataset = adapter.get_tf_dataset()
     num_batches = adapter.num_batches
-    full = full_batch_size(len(x), batch_size)
+    full = _full_batch_size(len(x), batch_size)
     if len(x) % full:
         # Full batches only: the labeled images stream on into the next
         # shuffled pass instead of ending each pass on a partial batch. A
@@ -580,7 +580,7 @@ def _labeled_arrays(x, y, sample_weight, batch_size, shuffle, class_weight,
     return dataset
 
 
-def full_batch_size(num_images, batch_size):
+def _full_batch_size(num_images, batch_size):
     """The labeled batch of every training step: `batch_size`, or all images if fewer."""
     return max(1, min(int(batch_size), int(num_images)))
 
@@ -879,7 +879,7 @@ class ArraySource(PyDataset):
         self.with_index = bool(with_index)
         self.table = table
         self._rng = np.random.default_rng(seed)
-        self._full = full_batch_size(len(self.x), self.batch_size)
+        self._full = _full_batch_size(len(self.x), self.batch_size)
         self._labeled = np.zeros((0,), "int64")
         self._stream = np.zeros((0,), "int64")
 

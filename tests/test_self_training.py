@@ -121,9 +121,25 @@ def test_batches_are_drawn_from_the_confident_images_only():
     np.testing.assert_array_equal(batch["images"].numpy(), u[index])
 
 
+def test_selection_has_a_floor_of_the_most_confident_rows():
+    algorithm = keras_ssl.SelfTraining(threshold=0.9, min_selected=0.25)
+    rows = np.full((20, 4), 0.25, "float32")
+    rows[[3, 7], 0] = 0.97  # two confident images: fewer than 25 % of 20
+    rows[[1, 11, 15], 1] = [0.6, 0.5, 0.4]  # the next most confident
+    selected = np.flatnonzero(algorithm.table_selection(rows))
+    np.testing.assert_array_equal(selected, [1, 3, 7, 11, 15])  # 5 = 25 % of 20
+    rows[:10, 2] = 0.95  # enough confident images: the floor does nothing
+    confident_only = algorithm.table_selection(rows)
+    np.testing.assert_array_equal(np.flatnonzero(confident_only), np.arange(10))
+    none = keras_ssl.SelfTraining(threshold=0.99, min_selected=0.0).table_selection(rows)
+    assert not none.any()
+    with pytest.raises(ValueError, match="min_selected"):
+        keras_ssl.SelfTraining(min_selected=1.5)
+
+
 def test_in_training_every_drawn_image_is_confident():
     history, table = _fit_with_table(
-        keras_ssl.SelfTraining(threshold=0.3, refresh_every=4), epochs=3)
+        keras_ssl.SelfTraining(threshold=0.3, refresh_every=4, min_selected=0.0), epochs=3)
     assert 0 < len(table.selected) < 64
     # Batches come from the selected images only, so none is masked out.
     assert history.history["mask_rate"][-1] == 1.0

@@ -75,10 +75,15 @@ class SelfTraining(Algorithm):
             RandAugment, most of a step's CPU cost.
         labeled_view: `"weak"` (default) or `"strong"`: the view the labeled
             images are trained on (also in a supervised warm-up `fit` of the
-            same model). Measured on the CIFAR-10 CPU protocol (one seed,
-            BENCHMARKS.md): `"strong"` lost 14 points to the default there
-            (49.7 % vs 63.6 %), although supervised training alone gains
-            from the strong view; keep `"weak"` unless you measure otherwise.
+            same model). The strong view makes the warm-up's model less
+            confident, so its first tables select few images (see
+            `min_selected`).
+        min_selected: the least share of the unlabeled images the batches
+            are drawn from. When fewer reach `threshold`, the most confident
+            rows make up the share and the unconfident ones among them are
+            masked out of the loss: a handful of confident images (often of
+            one class) is then not drawn over and over. Default 0.1; 0 draws
+            from the confident images only, however few.
     """
 
     views = ("strong",)
@@ -89,7 +94,7 @@ class SelfTraining(Algorithm):
     def __init__(self, threshold=0.8, refresh_every=350, distribution_alignment=True,
                  class_prior=None, unlabeled_weight=1.0, use_ema=False, batchnorm_steps=20,
                  flip_average=False, weak=None, strong=None, flip=True,
-                 unlabeled_view="strong", labeled_view="weak"):
+                 unlabeled_view="strong", labeled_view="weak", min_selected=0.1):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 <= float(threshold) < 1.0
         ):
@@ -132,8 +137,16 @@ class SelfTraining(Algorithm):
                     f"SelfTraining({argument}=...) must be 'strong' or 'weak'; received "
                     f"{value!r}."
                 )
+        if isinstance(min_selected, bool) or not isinstance(min_selected, numbers.Real) or not (
+            0.0 <= float(min_selected) <= 1.0
+        ):
+            raise ValueError(
+                f"SelfTraining(min_selected=...) must be a share in [0, 1]; received "
+                f"{min_selected!r}."
+            )
         self.unlabeled_view = unlabeled_view
         self.labeled_view = labeled_view  # the model reads it: the labeled images' view
+        self.min_selected = float(min_selected)
 
     @classmethod
     def for_steps(cls, steps, **kwargs):
@@ -165,8 +178,19 @@ class SelfTraining(Algorithm):
         return probs.astype("float32")
 
     def table_selection(self, rows):
-        """Images the unlabeled batches are drawn from: confident table rows (numpy)."""
-        return np.asarray(rows).max(axis=1) >= self.threshold
+        """Images the unlabeled batches are drawn from (numpy boolean mask).
+
+        The confident rows; if they are fewer than `min_selected` of the set,
+        the most confident rows up to that share (the loss masks the
+        unconfident ones).
+        """
+        confidence = np.asarray(rows).max(axis=1)
+        selected = confidence >= self.threshold
+        floor = min(len(confidence), int(np.ceil(self.min_selected * len(confidence))))
+        if selected.sum() < floor:
+            selected = np.zeros(len(confidence), dtype=bool)
+            selected[np.argsort(-confidence, kind="stable")[:floor]] = True
+        return selected
 
     def unlabeled_loss(self, logits, teacher_logits, step):
         del step
@@ -193,4 +217,5 @@ class SelfTraining(Algorithm):
             "flip": self.flip,
             "unlabeled_view": self.unlabeled_view,
             "labeled_view": self.labeled_view,
+            "min_selected": self.min_selected,
         }
