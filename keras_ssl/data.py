@@ -557,7 +557,6 @@ def _labeled_arrays(x, y, sample_weight, batch_size, shuffle, class_weight,
         steps_per_epoch=steps_per_epoch, shuffle=shuffle, class_weight=class_weight,
     )
     dataset = adapter.get_tf_dataset()
-    num_batches = adapter.num_batches
     full = _full_batch_size(len(x), batch_size)
     if len(x) % full:
         # Full batches only: the labeled images stream on into the next
@@ -567,16 +566,15 @@ def _labeled_arrays(x, y, sample_weight, batch_size, shuffle, class_weight,
         # on a GPU) and pairs a few labeled images with a full unlabeled one.
         dataset = dataset.repeat().unbatch().batch(full, drop_remainder=True)
         if steps_per_epoch is None:  # an epoch: every image once, then a fill
-            num_batches = math.ceil(len(x) / full)
-            dataset = dataset.take(num_batches)
+            dataset = dataset.take(adapter.num_batches)
     elif steps_per_epoch is not None:
         # The labeled set may be smaller than the number of steps asked for:
         # repeat it (the unlabeled stream is infinite anyway).
         dataset = dataset.repeat()
-    if num_batches is not None and steps_per_epoch is None:
+    if adapter.num_batches is not None and steps_per_epoch is None:
         # Keras's array adapter hides the length; restore it so that fit
         # knows the epoch length (and the progress bar its total).
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(adapter.num_batches))
     return dataset
 
 
@@ -889,37 +887,28 @@ class ArraySource(PyDataset):
     def __len__(self):
         return math.ceil(len(self.x) / self._full)
 
-    def _next_labeled(self):
-        while len(self._labeled) < self._full:
-            self._labeled = np.concatenate(
-                [self._labeled, self._permutation(len(self.x), self.shuffle)]
-            )
-        rows, self._labeled = self._labeled[: self._full], self._labeled[self._full:]
-        return rows
+    def _draw(self, stream, size, n, shuffle):
+        """The first `size` indices of `stream` (extended by passes over `n`), and the rest."""
+        while len(stream) < size:
+            stream = np.concatenate([stream, self._permutation(n, shuffle)])
+        return stream[:size], stream[size:]
 
     @property
     def num_batches(self):
         return None if self.steps_per_epoch is not None else len(self)
 
-    def _next_unlabeled(self):
-        while len(self._stream) < self.unlabeled_batch:
-            self._stream = np.concatenate(
-                [self._stream, self._permutation(len(self.unlabeled), True)]
-            )
-        index, self._stream = (
-            self._stream[: self.unlabeled_batch], self._stream[self.unlabeled_batch:]
-        )
-        return index
-
     def __getitem__(self, index):
         index = int(index) % len(self)
         if index == 0 and self.steps_per_epoch is None:
             self._labeled = self._permutation(len(self.x), self.shuffle)  # a new pass
-        rows = self._next_labeled()
+        rows, self._labeled = self._draw(self._labeled, self._full, len(self.x), self.shuffle)
         inputs = {LABELED: self.x[rows].astype("float32")}
         if self.unlabeled is not None:
-            picked = (self._next_unlabeled() if self.table is None
-                      else self.table.draw(self.unlabeled_batch))
+            if self.table is None:
+                picked, self._stream = self._draw(
+                    self._stream, self.unlabeled_batch, len(self.unlabeled), True)
+            else:
+                picked = self.table.draw(self.unlabeled_batch)
             inputs[UNLABELED] = self.unlabeled[picked].astype("float32")
             if self.unlabeled_labels is not None:
                 inputs[UNLABELED_LABELS] = self.unlabeled_labels[picked]
