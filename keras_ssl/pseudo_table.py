@@ -101,10 +101,10 @@ class PseudoLabelTable:
         """Label every image with `ssl_model`'s teacher; apply the algorithm's targets.
 
         The teacher is the EMA of the weights when the model keeps one and
-        the algorithm asks for it (`use_ema`), else the current weights; in
-        either case with BatchNorm statistics recomputed for them on the
-        unlabeled images (`batchnorm_steps` batches; 0 keeps the moving
-        statistics). Inference mode; the model's weights and statistics are
+        the algorithm asks for it (`use_ema`), else the current weights; with
+        the moving BatchNorm statistics (the algorithm's `batchnorm_steps`
+        0), or statistics recomputed on `batchnorm_steps` batches of the
+        unlabeled images. Inference mode; the model's weights and statistics are
         the same afterwards.
         """
         import time
@@ -112,7 +112,7 @@ class PseudoLabelTable:
         start = time.perf_counter()
         algorithm = ssl_model.algorithm
         use_ema = bool(getattr(algorithm, "use_ema", True)) and bool(ssl_model.teacher_weights)
-        steps = getattr(algorithm, "batchnorm_steps", 20)
+        steps = getattr(algorithm, "batchnorm_steps", 0)
         with ssl_model.ema_weights(batchnorm_data=self.images if steps else None,
                                    batchnorm_steps=steps or 1, student=not use_ema):
             probs = self._predict(ssl_model, batch_size)

@@ -74,19 +74,24 @@ def test_the_table_is_refreshed_when_due_and_reaches_the_step():
     assert min(history.history["unsup_loss"]) > 0
 
 
-@pytest.mark.parametrize("use_ema", [False, True])
-def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were(use_ema):
+@pytest.mark.parametrize("use_ema,batchnorm_steps", [(False, 0), (True, 0), (False, 20),
+                                                     (True, 20)])
+def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were(
+        use_ema, batchnorm_steps):
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(refresh_every=1000, use_ema=use_ema))
+    ssl = _model(keras_ssl.SelfTraining(refresh_every=1000, use_ema=use_ema,
+                                        batchnorm_steps=batchnorm_steps))
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=3, verbose=0)
     before = [keras.ops.convert_to_numpy(v).copy() for v in ssl.model.weights]
-    ssl.pseudo_label_table.refresh(ssl)  # EMA weights, BatchNorm recomputed, then back
+    ssl.pseudo_label_table.refresh(ssl)  # teacher weights (and statistics), then back
     after = [keras.ops.convert_to_numpy(v) for v in ssl.model.weights]
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
     # The table holds the teacher's predictions (the EMA weights or the
-    # current ones, BatchNorm statistics recomputed for them on u).
-    with ssl.ema_weights(batchnorm_data=u, batchnorm_steps=20, student=not use_ema):
+    # current ones; the moving BatchNorm statistics, or with batchnorm_steps
+    # statistics recomputed for them on u).
+    with ssl.ema_weights(batchnorm_data=u if batchnorm_steps else None,
+                         batchnorm_steps=batchnorm_steps or 1, student=not use_ema):
         teacher = keras.ops.convert_to_numpy(keras.ops.softmax(ssl.model(u)))
     np.testing.assert_allclose(ssl.pseudo_label_table.probs,
                                ssl.algorithm.table_targets(teacher), atol=1e-5)
@@ -139,7 +144,8 @@ def test_selection_has_a_floor_of_the_most_confident_rows():
 
 def test_in_training_every_drawn_image_is_confident():
     history, table = _fit_with_table(
-        keras_ssl.SelfTraining(threshold=0.3, refresh_every=4, min_selected=0.0), epochs=3)
+        keras_ssl.SelfTraining(threshold=0.3, refresh_every=4, min_selected=0.0,
+                               batchnorm_steps=20), epochs=3)
     assert 0 < len(table.selected) < 64
     # Batches come from the selected images only, so none is masked out.
     assert history.history["mask_rate"][-1] == 1.0

@@ -19,14 +19,14 @@ from keras_ssl.algorithms.base import (
 class SelfTraining(Algorithm):
     """Self-training with a pseudo-label table (Noisy-Student style).
 
-    Every `refresh_every` steps the teacher (the current weights, or with
-    `use_ema=True` the model's EMA of them, with BatchNorm statistics
-    recomputed for them) labels the whole unlabeled set in inference mode;
-    the table keeps its class probabilities, and the images whose stored
-    confidence reaches `threshold` are selected. In between, each step draws
-    its unlabeled batch from the selected images and trains the student on a
-    strongly augmented view of them towards their stored hard pseudo-labels. No view is run only to make targets, so
-    a step costs about a supervised step on `1 + unlabeled_ratio` times the
+    Every `refresh_every` steps the teacher (the current weights and their
+    moving BatchNorm statistics, or with `use_ema=True` the model's EMA of
+    them) labels the whole unlabeled set in inference mode; the table keeps
+    its class probabilities, and the images whose stored confidence reaches
+    `threshold` are selected. In between, each step draws its unlabeled
+    batch from the selected images and trains the student on a strongly
+    augmented view of them towards their stored hard pseudo-labels. No view
+    is run only to make targets, so a step costs about a supervised step on `1 + unlabeled_ratio` times the
     images (FixMatch also runs a weak view of every unlabeled image).
 
     Distribution alignment (on by default) rescales the table so that the
@@ -63,9 +63,14 @@ class SelfTraining(Algorithm):
             instead of the current ones. Default False: the EMA (decay
             0.999) averages over about the last 1,000 steps, so in short runs
             it labels with an older model (BENCHMARKS.md measures both).
-        batchnorm_steps: batches of 128 unlabeled images on which the
-            teacher's BatchNorm statistics are recomputed per refresh (0:
-            keep the moving statistics). Default 20.
+        batchnorm_steps: 0 (default) labels with the moving BatchNorm
+            statistics that training left; N > 0 recomputes the teacher's
+            statistics on N batches of 128 clean unlabeled images per
+            refresh (with `use_ema=True` the EMA weights have no statistics
+            of their own: set N > 0 there). Training batches are mostly
+            strongly augmented images; statistics recomputed on clean ones
+            do not match what the network learned, and cost the table's
+            labels (CIFAR-10 protocol, 3 seeds, BENCHMARKS.md).
         flip_average: average the teacher's prediction with that of the
             mirrored image. Default False.
         weak, strong, flip: views as in `keras_ssl.algorithms.PseudoLabel`
@@ -92,7 +97,7 @@ class SelfTraining(Algorithm):
     uses_table = True
 
     def __init__(self, threshold=0.8, refresh_every=350, distribution_alignment=True,
-                 class_prior=None, unlabeled_weight=1.0, use_ema=False, batchnorm_steps=20,
+                 class_prior=None, unlabeled_weight=1.0, use_ema=False, batchnorm_steps=0,
                  flip_average=False, weak=None, strong=None, flip=True,
                  unlabeled_view="strong", labeled_view="weak", min_selected=0.1):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
