@@ -17,9 +17,10 @@ unlabeled batch) and then the method for the rest, under one schedule;
 Evaluation: after training, BatchNorm statistics are recomputed exactly on
 the unlabeled training images (not augmented) for the final weights and the
 test accuracy is taken ("student"); then the same for the model's EMA of the
-weights ("ema", decay 0.999, the library's default). "moving" is the student
-with the moving BatchNorm statistics `fit` left, what `model.evaluate` gives. Both come from the same
-run; the test images are read after training only.
+weights ("ema", decay 0.999, the library's default); and the student with the
+moving BatchNorm statistics `fit` left ("moving", what `model.evaluate`
+gives). All three come from the same run; the test images are read after
+training only.
 
 `--equal-time METHOD` adds supervised and supervised_strong runs (or those
 named by `--equal-time-baselines`) with the wall time of METHOD: the step

@@ -26,8 +26,9 @@ class SelfTraining(Algorithm):
     `threshold` are selected. In between, each step draws its unlabeled
     batch from the selected images and trains the student on a strongly
     augmented view of them towards their stored hard pseudo-labels. No view
-    is run only to make targets, so a step costs about a supervised step on `1 + unlabeled_ratio` times the
-    images (FixMatch also runs a weak view of every unlabeled image).
+    is run only to make targets, so a step costs about a supervised step on
+    `1 + unlabeled_ratio` times the images (FixMatch also runs a weak view
+    of every unlabeled image).
 
     Distribution alignment (on by default) rescales the table so that the
     mean predicted class distribution over the unlabeled set is uniform (or
