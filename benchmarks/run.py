@@ -160,16 +160,11 @@ def run_one(args, split, method_spec, seed, steps, make_net=None, label=None):
     # final weights, then for the EMA weights; the test set is read after
     # training only.
     bn_images = split["x_unl"]
-    from keras_ssl.callbacks import recompute_batchnorm_statistics
-
     # The model as `fit` leaves it (moving BatchNorm statistics): what a
     # user's `model.evaluate` gives.
     moving = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
-    saved = [keras.ops.convert_to_numpy(v) for v in model.model.non_trainable_variables]
-    recompute_batchnorm_statistics(model.model, bn_images, steps=50, batch_size=128)
-    student = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
-    for variable, value in zip(model.model.non_trainable_variables, saved):
-        variable.assign(value)
+    with model.ema_weights(batchnorm_data=bn_images, batchnorm_steps=50, student=True):
+        student = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
     with model.ema_weights(batchnorm_data=bn_images, batchnorm_steps=50):
         ema = model.evaluate(split["x_test"], split["y_test"], verbose=0, return_dict=True)
     table = model.pseudo_label_table
@@ -212,7 +207,7 @@ def summarize(results):
     for method, runs in rows.items():
         acc = np.array([r["accuracy"] for r in runs])
         student = np.array([r["student_accuracy"] for r in runs])
-        moving = np.array([r.get("moving_accuracy", np.nan) for r in runs])
+        moving = np.array([r["moving_accuracy"] for r in runs])
         masks = [r["mask_rate"] for r in runs if r["mask_rate"] is not None]
         table.append({
             "method": method, "runs": len(runs), "mean": float(acc.mean()),

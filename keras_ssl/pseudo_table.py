@@ -104,8 +104,8 @@ class PseudoLabelTable:
         the algorithm asks for it (`use_ema`), else the current weights; with
         the moving BatchNorm statistics (the algorithm's `batchnorm_steps`
         0), or statistics recomputed on `batchnorm_steps` batches of the
-        unlabeled images. Inference mode; the model's weights and statistics are
-        the same afterwards.
+        unlabeled images. Inference mode; the model's weights and statistics
+        are the same afterwards.
         """
         import time
 
@@ -114,7 +114,7 @@ class PseudoLabelTable:
         use_ema = bool(getattr(algorithm, "use_ema", True)) and bool(ssl_model.teacher_weights)
         steps = getattr(algorithm, "batchnorm_steps", 0)
         with ssl_model.ema_weights(batchnorm_data=self.images if steps else None,
-                                   batchnorm_steps=steps or 1, student=not use_ema):
+                                   batchnorm_steps=steps, student=not use_ema):
             probs = self._predict(ssl_model, batch_size)
         self.probs[...] = np.asarray(algorithm.table_targets(probs), dtype="float32")
         if self.select is not None:

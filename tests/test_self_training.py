@@ -91,7 +91,7 @@ def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were(
     # current ones; the moving BatchNorm statistics, or with batchnorm_steps
     # statistics recomputed for them on u).
     with ssl.ema_weights(batchnorm_data=u if batchnorm_steps else None,
-                         batchnorm_steps=batchnorm_steps or 1, student=not use_ema):
+                         batchnorm_steps=batchnorm_steps, student=not use_ema):
         teacher = keras.ops.convert_to_numpy(keras.ops.softmax(ssl.model(u)))
     np.testing.assert_allclose(ssl.pseudo_label_table.probs,
                                ssl.algorithm.table_targets(teacher), atol=1e-5)
