@@ -128,8 +128,8 @@ def main():
         print(f"| {row['method']} | {100 * row['mean']:.2f}% | {row['steps']} | "
               f"{row['seconds']:.0f} s |", flush=True)
 
-    # 1. keras-ssl's two-phase recipe with the default algorithm
-    #    (FixMatch, threshold 0.8), until both plateaus or the step budget.
+    # 1. keras-ssl's two-phase recipe with the default algorithm (for these
+    #    array inputs SelfTraining), until both plateaus or the step budget.
     if "ssl" not in stages:
         keras.utils.set_random_seed(args.seed)
         start = time.perf_counter()

@@ -89,7 +89,7 @@ def is_zipped(dataset):
     )
 
 
-def _kind(value, name):
+def input_kind(value, name):
     """What kind of input a labeled or unlabeled argument is."""
     if is_tf_dataset(value):
         return "zipped" if name == "x" and is_zipped(value) else "dataset"
@@ -378,7 +378,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         )
     x = _single(x, "x")
     y = _single(y, "y") if y is not None else None
-    kind = _kind(x, "x")
+    kind = input_kind(x, "x")
     _check_unlabeled_arguments(kind, unlabeled, unlabeled_labels)
     if class_weight is not None:
         checks.check_class_weight(class_weight)
@@ -485,11 +485,11 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     elif unlabeled is not None:
-        if unlabeled_index and _kind(unlabeled, "unlabeled") != "array":
+        if unlabeled_index and input_kind(unlabeled, "unlabeled") != "array":
             raise InputError(
                 "This algorithm keeps a pseudo-label for every unlabeled image, so "
                 "fit(unlabeled=...) must be a numpy array of images; received a "
-                f"{_kind(unlabeled, 'unlabeled')}. Read the images into an array "
+                f"{input_kind(unlabeled, 'unlabeled')}. Read the images into an array "
                 "first (e.g. np.concatenate(list(dataset.as_numpy_iterator()))), or "
                 "use an algorithm without a table such as keras_ssl.FixMatch."
             )
@@ -687,7 +687,7 @@ def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u
     Arrays are checked whole and need no guard (`guard` comes back as given);
     a stream gets one (the labeled stream's, or a new one).
     """
-    kind = _kind(unlabeled, "unlabeled")
+    kind = input_kind(unlabeled, "unlabeled")
     image_rank = x_sample.ndim
     count = None
     if kind == "array":

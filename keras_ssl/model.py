@@ -87,8 +87,14 @@ class SemiSupervisedModel(keras.Model):
             logits or class probabilities of shape `(batch, classes)`.
         algorithm: a `keras_ssl.Algorithm`, e.g. `keras_ssl.FixMatch()`,
             `keras_ssl.FreeMatch()` or `keras_ssl.MeanTeacher()`. Default
-            `keras_ssl.FixMatch(threshold=0.8)` (BENCHMARKS.md has the
-            measurements behind the choice). Any name of
+            None: `keras_ssl.SelfTraining()` when `fit` gets the unlabeled
+            images as a numpy array, `keras_ssl.FixMatch(threshold=0.8)`
+            when they come as a stream (dataset, `PyDataset`, generator),
+            chosen at each `fit`; `ssl.algorithm` is the one in use
+            (BENCHMARKS.md has the measurements behind the choice).
+            Self-training labels with the model itself: train it supervised
+            first (`keras_ssl.fit_two_phase`, or a `fit` without
+            `unlabeled`). Any name of
             `keras_ssl.algorithms.names()` works through
             `keras_ssl.algorithms.get(name)`.
         unlabeled_ratio: integer >= 1; unlabeled images per labeled image in
@@ -144,6 +150,9 @@ class SemiSupervisedModel(keras.Model):
         super().__init__(**kwargs)
         checks.check_wrapped_model(model)
         checks.check_unlabeled_ratio(unlabeled_ratio)
+        # algorithm=None: the library's default, chosen again at each `fit`
+        # from how the unlabeled images come (`_choose_default_algorithm`).
+        self._default_algorithm = algorithm is None
         algorithm = algorithms.default() if algorithm is None else algorithm
         if not isinstance(algorithm, Algorithm):
             raise TypeError(
@@ -573,9 +582,35 @@ class SemiSupervisedModel(keras.Model):
         )
         return self._prepare(inputs)
 
+    def _choose_default_algorithm(self, x, unlabeled):
+        """With `algorithm=None`: the default that suits how the unlabeled images come.
+
+        `SelfTraining` keeps a pseudo-label per image, so it needs them as an
+        array; a stream of them (a dataset, `PyDataset`, generator, or a
+        zipped labeled+unlabeled dataset) gets `STREAM_DEFAULT` (FixMatch).
+        A supervised `fit` (no unlabeled images) changes nothing.
+        """
+        if not getattr(self, "_default_algorithm", False):
+            return
+        try:
+            if unlabeled is not None:
+                streamed = data.input_kind(unlabeled, "unlabeled") != "array"
+            elif data.input_kind(x, "x") == "zipped":
+                streamed = True
+            else:
+                return
+        except checks.InputError:
+            return  # `data.read` reports the bad input
+        wanted = algorithms.default(streamed=streamed)
+        if type(wanted) is type(self.algorithm):
+            return
+        self.algorithm = wanted
+        self.train_function = None  # the step was traced for the other algorithm
+
     def _read(self, x, y=None, **kwargs):
         """Step 1: read and check every input (`keras_ssl.data.read`)."""
         checks.check_compiled(getattr(self, "compiled", False))
+        self._choose_default_algorithm(x, kwargs.get("unlabeled"))
         array_feed = not data.tensorflow_available()
         if array_feed and not self.augment_on_device:
             raise checks.InputError(

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_ssl import callbacks as ssl_callbacks
+from keras_ssl.callbacks.phase_switch import SEMI_SUPERVISED
 from keras_ssl.model import SemiSupervisedModel
 
 
@@ -110,7 +111,11 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
     are recomputed exactly (`BatchNormWarmup`) when training begins, at the
     switch and before every validation, and once more before the final
     evaluation; with `ema_decay`, validation and the final model use the EMA
-    teacher's weights (`EMATeacher`).
+    teacher's weights (`EMATeacher`). With an algorithm that keeps a
+    pseudo-label table (`SelfTraining`, the default for array inputs) the
+    second phase keeps the moving statistics that training leaves: they are
+    recomputed at the switch only, and not at the end when the best weights
+    come from that phase (its table labels and scores best with them).
 
     Example:
 
@@ -133,7 +138,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             `PyDataset`).
         validation_data: `(x_val, y_val)`; plateaus are detected on it.
         algorithm: a `keras_ssl.Algorithm`; None for `SemiSupervisedModel`'s
-            default, `keras_ssl.FixMatch(threshold=0.8)`.
+            default (`keras_ssl.SelfTraining()` when `unlabeled` is a numpy
+            array, `keras_ssl.FixMatch(threshold=0.8)` for a stream).
         unlabeled_ratio: unlabeled images per labeled image in a batch;
             None for the model's default.
         epochs: upper bound on epochs of both phases together. Default 100;
@@ -205,6 +211,19 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             before_validation=True,
         )
 
+    # An algorithm with a pseudo-label table (SelfTraining, the default for
+    # array inputs) trains mostly on strong views, and labels and scores best
+    # with the moving statistics that training leaves (BENCHMARKS.md, 3
+    # seeds): in its phase, statistics are recomputed at the switch only.
+    ssl._choose_default_algorithm(x, unlabeled)
+    keep_moving = bool(getattr(ssl.algorithm, "uses_table", False))
+    warm2 = warm
+    if warm is not None and keep_moving:
+        warm2 = ssl_callbacks.BatchNormWarmup(
+            warm.data, steps=batchnorm_steps, batch_size=batch_size,
+            before_validation=False,
+        )
+
     def chain(last_phase):
         # Order: EMA swap, then the switch, then BatchNorm warm-up (it sees
         # the swapped-in weights), then the user's callbacks.
@@ -213,7 +232,7 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             items.append(ssl_callbacks.EMATeacher(keep_ema_weights=last_phase))
         items.append(switch)
         if warm is not None:
-            items.append(warm)
+            items.append(warm2 if last_phase else warm)
         return items + list(callbacks or [])
 
     start = time.perf_counter()
@@ -243,7 +262,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         # No phase 2 ran: still finish on the EMA weights, as promised.
         for variable, average in zip(ssl.teacher_sources, ssl.teacher_weights):
             variable.assign(average.value)
-    if warm is not None:
+    ended_in_table_phase = keep_moving and switch.best_phase == SEMI_SUPERVISED
+    if warm is not None and not ended_in_table_phase:
         # The restored best weights (EMA ones with ema_decay) get exact
         # statistics of their own.
         warm.recompute("final")

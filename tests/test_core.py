@@ -10,6 +10,10 @@ import keras_ssl
 
 
 def _ssl(model=None, algorithm=None, ratio=2, **kwargs):
+    # FixMatch(0.8) unless told: these tests are about the step and the views
+    # of a two-view algorithm (the library's default for array inputs is
+    # SelfTraining; tests/test_self_training.py covers the default's choice).
+    algorithm = keras_ssl.FixMatch(threshold=0.8) if algorithm is None else algorithm
     m = keras_ssl.SemiSupervisedModel(model or tiny_cnn(), algorithm, unlabeled_ratio=ratio,
                                       **kwargs)
     m.compile(optimizer="adam", metrics=["accuracy"])
@@ -243,6 +247,8 @@ def test_algorithm_and_model_configs():
     config = _ssl().get_config()
     assert config["unlabeled_ratio"] == 2 and config["algorithm"]["class_name"] == "FixMatch"
     assert config["ema_decay"] == 0.999 and config["name"] and "trainable" in config
+    default = keras_ssl.SemiSupervisedModel(tiny_cnn()).get_config()["algorithm"]
+    assert default["class_name"] == "SelfTraining"
     with pytest.raises(ValueError, match=r"MeanTeacher needs the model's EMA teacher"):
         _ssl(algorithm=keras_ssl.MeanTeacher(), ema_decay=None)
 

@@ -302,3 +302,84 @@ def test_ema_weights_and_the_teacher_export_agree_with_batchnorm_recomputed():
     plain = _model(keras_ssl.FixMatch(), ema_decay=None)
     with pytest.raises(ValueError, match="keeps no EMA"), plain.ema_weights():
         pass
+
+
+def test_default_is_self_training_for_arrays_and_fixmatch_for_streams():
+    import tensorflow as tf
+
+    x, y, u = _data()
+    # The fallback must keep the model's reported metrics and state valid.
+    assert (keras_ssl.algorithms.default().metric_names
+            == keras_ssl.algorithms.default(streamed=True).metric_names)
+
+    def fit(ssl, unlabeled=None, data=None):
+        args = (data,) if data is not None else (x, y)
+        ssl.fit(*args, unlabeled=unlabeled, batch_size=8, epochs=1, steps_per_epoch=2,
+                verbose=0)
+        return ssl
+
+    def fresh(algorithm=None):
+        ssl = keras_ssl.SemiSupervisedModel(tiny_cnn(), algorithm, unlabeled_ratio=2)
+        ssl.compile(optimizer="adam")
+        return ssl
+
+    ssl = fresh()
+    assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
+    fit(ssl)  # supervised: nothing to choose
+    assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
+    fit(ssl, unlabeled=u)
+    assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
+    assert ssl.pseudo_label_table is not None
+    # The same model given a stream: FixMatch(0.8), a step retraced for it.
+    history = fit(ssl, unlabeled=tf.data.Dataset.from_tensor_slices(u)).history
+    assert isinstance(ssl.algorithm, keras_ssl.FixMatch)
+    assert ssl.algorithm.threshold == 0.8 and "mask_rate" in history.history
+    assert ssl.pseudo_label_table is None
+    fit(ssl, unlabeled=u)  # and back
+    assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
+    # A zipped labeled+unlabeled dataset is a stream too.
+    zipped = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+                                  tf.data.Dataset.from_tensor_slices(u).repeat().batch(16)))
+    assert isinstance(fit(fresh(), data=zipped).algorithm, keras_ssl.FixMatch)
+    # An algorithm the user chose is never replaced.
+    chosen = fit(fresh(keras_ssl.SelfTraining(threshold=0.5)), unlabeled=u)
+    assert chosen.algorithm.threshold == 0.5
+    with pytest.raises(InputError, match="must be a numpy array"):
+        fit(chosen, unlabeled=tf.data.Dataset.from_tensor_slices(u))
+    kept = fit(fresh(keras_ssl.FixMatch(threshold=0.9)), unlabeled=u)
+    assert isinstance(kept.algorithm, keras_ssl.FixMatch)
+
+
+@pytest.mark.parametrize("algorithm", ["self_training", "fixmatch"])
+def test_fit_two_phase_keeps_moving_statistics_in_a_table_phase(monkeypatch, algorithm):
+    calls = []
+    original = keras_ssl.callbacks.BatchNormWarmup.recompute
+
+    def recompute(self, reason="manual"):
+        calls.append((id(self), reason))
+        return original(self, reason)
+
+    monkeypatch.setattr(keras_ssl.callbacks.BatchNormWarmup, "recompute", recompute)
+    x, y, u = _data()
+    rng = np.random.default_rng(1)
+    validation = (rng.random((16, 8, 8, 3)).astype("float32"), rng.integers(0, 4, 16))
+    keras.utils.set_random_seed(0)
+    report = keras_ssl.fit_two_phase(
+        tiny_cnn(), x, y, u, validation, algorithm=cheap_views(keras_ssl.algorithms.get(
+            algorithm, threshold=0.5)),
+        unlabeled_ratio=2, steps_per_epoch=2, epochs=6, patience=1, batch_size=8,
+        min_delta=100.0,  # no later epoch improves: a switch after 2 epochs
+        batchnorm_steps=2, verbose=0)
+    assert report.switch_epoch is not None and report.phases[-1] == 2
+    first = calls[0][0]
+    phase1 = [reason for owner, reason in calls if owner == first]
+    assert phase1[0] == "train begin" and "before validation" in phase1
+    if algorithm == "self_training":
+        # Phase 2 has its own warm-up: at the switch only, never before a
+        # validation; no final recomputation when the best weights are its.
+        phase2 = [reason for owner, reason in calls if owner != first]
+        assert phase2 == ["train begin"]
+        assert ("final" in phase1) == (report.best_phase == 1)
+    else:
+        assert all(owner == first for owner, _ in calls)
+        assert phase1.count("train begin") == 2 and phase1[-1] == "final"

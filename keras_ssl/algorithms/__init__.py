@@ -11,6 +11,7 @@ import pkgutil
 
 from keras_ssl.algorithms.base import (
     DEFAULT,
+    STREAM_DEFAULT,
     Algorithm,
     UnlabeledLoss,
     default,
@@ -29,6 +30,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "DEFAULT",
+    "STREAM_DEFAULT",
     "Algorithm",
     "FixMatch",
     "FreeMatch",

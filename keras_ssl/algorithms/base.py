@@ -87,16 +87,24 @@ def get(identifier, steps=None, **kwargs):
 
 
 # The algorithm `SemiSupervisedModel(algorithm=None)` uses, chosen from the
-# CIFAR-10 CPU protocol at equal wall time (BENCHMARKS.md).
-DEFAULT = ("fixmatch", {"threshold": 0.8})
+# CIFAR-10 CPU protocol at equal wall time (BENCHMARKS.md): self-training with
+# a pseudo-label table. The table needs the unlabeled images as an array;
+# when they come as a stream (tf.data, PyDataset, generator, folders of
+# files), the default is `STREAM_DEFAULT`.
+DEFAULT = ("self_training", {})
+STREAM_DEFAULT = ("fixmatch", {"threshold": 0.8})
 
 
-def default(steps=None, **kwargs):
+def default(steps=None, streamed=False, **kwargs):
     """The library's default algorithm (`SemiSupervisedModel(algorithm=None)`).
 
-    `kwargs` override its settings (e.g. `flip=False`); `steps` as in `get`.
+    `SelfTraining()` (`DEFAULT`) when the unlabeled images are a numpy
+    array; with `streamed=True` (a `tf.data.Dataset`, `PyDataset` or
+    generator, whose images cannot be indexed by a pseudo-label table)
+    `FixMatch(threshold=0.8)` (`STREAM_DEFAULT`). `kwargs` override its
+    settings (e.g. `flip=False`); `steps` as in `get`.
     """
-    name, options = DEFAULT
+    name, options = STREAM_DEFAULT if streamed else DEFAULT
     return get(name, steps=steps, **{**options, **kwargs})
 
 
