@@ -893,7 +893,9 @@ class SemiSupervisedModel(keras.Model):
         config = super().get_config()
         config.update({
             "model": keras.saving.serialize_keras_object(self.model),
-            "algorithm": keras.saving.serialize_keras_object(self.algorithm),
+            # None: the library's default, chosen again at each `fit` after loading.
+            "algorithm": None if self._default_algorithm else (
+                keras.saving.serialize_keras_object(self.algorithm)),
             "unlabeled_ratio": self.unlabeled_ratio,
             "value_range": None if self.value_range is None else list(self.value_range),
             "outputs": self.output_mode,
@@ -911,9 +913,10 @@ class SemiSupervisedModel(keras.Model):
         config["model"] = keras.saving.deserialize_keras_object(
             config["model"], custom_objects=custom_objects
         )
-        config["algorithm"] = keras.saving.deserialize_keras_object(
-            config["algorithm"], custom_objects=custom_objects
-        )
+        if config.get("algorithm") is not None:
+            config["algorithm"] = keras.saving.deserialize_keras_object(
+                config["algorithm"], custom_objects=custom_objects
+            )
         return cls(**config)
 
     def get_build_config(self):

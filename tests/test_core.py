@@ -247,8 +247,12 @@ def test_algorithm_and_model_configs():
     config = _ssl().get_config()
     assert config["unlabeled_ratio"] == 2 and config["algorithm"]["class_name"] == "FixMatch"
     assert config["ema_decay"] == 0.999 and config["name"] and "trainable" in config
-    default = keras_ssl.SemiSupervisedModel(tiny_cnn()).get_config()["algorithm"]
-    assert default["class_name"] == "SelfTraining"
+    # The default is saved as "the default" (None), chosen again at each fit.
+    config = keras_ssl.SemiSupervisedModel(tiny_cnn()).get_config()
+    assert config["algorithm"] is None
+    reloaded = keras_ssl.SemiSupervisedModel.from_config(config)
+    assert isinstance(reloaded.algorithm, keras_ssl.SelfTraining)
+    assert reloaded._default_algorithm
     with pytest.raises(ValueError, match=r"MeanTeacher needs the model's EMA teacher"):
         _ssl(algorithm=keras_ssl.MeanTeacher(), ema_decay=None)
 

@@ -35,8 +35,9 @@ class SelfTraining(Algorithm):
     `class_prior`) before thresholding: a teacher biased towards a few
     classes then does not flood training with them.
 
-    The table needs the unlabeled images as a numpy array. Start it from a
-    model that already predicts something: after supervised steps
+    It is the library's default (`SemiSupervisedModel(model)`) when `fit`
+    gets the unlabeled images as a numpy array, which the table needs. Start
+    it from a model that already predicts something: after supervised steps
     (`keras_ssl.fit_two_phase`, or a first `fit` without `unlabeled`); from
     scratch the early tables are mostly unconfident and masked out.
 
