@@ -75,8 +75,6 @@ def make_algorithm(name, options, flip, steps, value_range):
     if name in SUPERVISED:
         return keras_ssl.FixMatch(flip=flip)  # only its weak view is used
     try:
-        if name == "default":  # the library's default for array inputs
-            return keras_ssl.algorithms.default(steps=steps, flip=flip, **options)
         return keras_ssl.algorithms.get(name, steps=steps, flip=flip, **options)
     except ValueError as error:
         raise SystemExit(str(error)) from None

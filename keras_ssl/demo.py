@@ -75,12 +75,9 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     )
     # The supervised baseline runs the same path without unlabeled images
     # (FixMatch's weak view augments its labeled images).
-    if method == "default":
-        algorithm = keras_ssl.algorithms.default(steps=steps, flip=False)
-    else:
-        name = "fixmatch" if method == "supervised" else method
-        options = {"threshold": threshold} if name == "fixmatch" else {}
-        algorithm = keras_ssl.algorithms.get(name, steps=steps, flip=False, **options)
+    name = "fixmatch" if method == "supervised" else method
+    options = {"threshold": threshold} if name == "fixmatch" else {}
+    algorithm = keras_ssl.algorithms.get(name, steps=steps, flip=False, **options)
     model = keras_ssl.SemiSupervisedModel(small_cnn(), algorithm, unlabeled_ratio=7)
     schedule = keras.optimizers.schedules.CosineDecay(3e-3, steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])

@@ -590,7 +590,7 @@ class SemiSupervisedModel(keras.Model):
         zipped labeled+unlabeled dataset) gets `STREAM_DEFAULT` (FixMatch).
         A supervised `fit` (no unlabeled images) changes nothing.
         """
-        if not getattr(self, "_default_algorithm", False):
+        if not self._default_algorithm:
             return
         try:
             if unlabeled is not None:

@@ -204,25 +204,23 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         min_delta=min_delta, restore_best_weights=True, stop_at_switch=True,
         verbose=1 if verbose else 0,
     )
-    warm = None
-    if batchnorm_warmup:
-        warm = ssl_callbacks.BatchNormWarmup(
-            _warmup_images(x, unlabeled), steps=batchnorm_steps, batch_size=batch_size,
-            before_validation=True,
-        )
-
     # An algorithm with a pseudo-label table (SelfTraining, the default for
     # array inputs) trains mostly on strong views, and labels and scores best
     # with the moving statistics that training leaves (BENCHMARKS.md, 3
     # seeds): in its phase, statistics are recomputed at the switch only.
     ssl._choose_default_algorithm(x, unlabeled)
     keep_moving = bool(getattr(ssl.algorithm, "uses_table", False))
-    warm2 = warm
-    if warm is not None and keep_moving:
-        warm2 = ssl_callbacks.BatchNormWarmup(
-            warm.data, steps=batchnorm_steps, batch_size=batch_size,
-            before_validation=False,
-        )
+    warm = warm2 = None
+    if batchnorm_warmup:
+        images = _warmup_images(x, unlabeled)
+
+        def warmup(before_validation):
+            return ssl_callbacks.BatchNormWarmup(
+                images, steps=batchnorm_steps, batch_size=batch_size,
+                before_validation=before_validation)
+
+        warm = warmup(True)
+        warm2 = warmup(False) if keep_moving else warm
 
     def chain(last_phase):
         # Order: EMA swap, then the switch, then BatchNorm warm-up (it sees

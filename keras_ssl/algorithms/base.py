@@ -62,7 +62,8 @@ def get(identifier, steps=None, **kwargs):
     ```
 
     Args:
-        identifier: a name from `names()` such as `"fixmatch"`, or an
+        identifier: a name from `names()` such as `"fixmatch"`, `"default"`
+            (the library's default for array inputs, `default()`), or an
             `Algorithm` instance.
         steps: optional length of the run: the algorithm's `for_steps`
             settings (e.g. Mean Teacher's ramp-up) are used.
@@ -78,6 +79,8 @@ def get(identifier, steps=None, **kwargs):
     def plain(name):
         return str(name).lower().replace("-", "").replace("_", "")
 
+    if plain(identifier) == "default":
+        return default(steps=steps, **kwargs)
     cls = {plain(name): cls for name, cls in _REGISTRY.items()}.get(plain(identifier))
     if cls is None:
         raise ValueError(
