@@ -57,6 +57,15 @@ def masked_cross_entropy(logits, labels, mask):
     return ops.mean(per_example * ops.stop_gradient(_f32(mask)))
 
 
+def truncated_gaussian_weight(confidence, mean, variance, n_sigma=2.0):
+    """SoftMatch's weight of a pseudo-label: 1 at or above `mean` confidence,
+    `exp(-(c - mean)^2 / (2 variance / n_sigma^2))` below it (no gradient)."""
+    confidence = _f32(confidence)
+    width = 2.0 * ops.maximum(_f32(variance), 1e-12) / (float(n_sigma) ** 2)
+    weight = ops.exp(-ops.square(ops.minimum(confidence - _f32(mean), 0.0)) / width)
+    return ops.stop_gradient(weight)
+
+
 def soft_mse(student_logits, teacher_logits):
     """Mean squared error between class probabilities (Mean Teacher).
 

@@ -551,9 +551,11 @@ class SemiSupervisedModel(keras.Model):
         dataset = self._prepare(inputs)
         callbacks = list(callbacks or [])
         if self.pseudo_label_table is not None:
-            # First: the other callbacks' epoch begins see the fresh table.
-            callbacks.insert(0, TableRefresh(self.pseudo_label_table,
-                                             self.algorithm.refresh_every))
+            # First: the other callbacks see the fresh table.
+            table = self.pseudo_label_table
+            every = self.algorithm.refresh_interval(
+                len(table), len(inputs.x_sample) + inputs.unlabeled_batch)
+            callbacks.insert(0, TableRefresh(table, every))
         if inputs.guard is not None:
             callbacks.append(data.SkipReport(inputs.guard))
         return super().fit(

@@ -8,7 +8,7 @@ unlabeled batch's rows to the batch (`"unlabeled_targets"`), so it works the
 same on every backend and is not part of the model's checkpoints (a resumed
 run refreshes it at the start of its first epoch).
 
-    images (numpy, all unlabeled) --teacher, every `refresh_every` steps-->
+    images (numpy, all unlabeled) --teacher, every few steps (`refresh_every`)-->
     table (n, classes) --algorithm.table_targets (e.g. alignment)--> rows
     rows --algorithm.table_selection (e.g. confident)--> selected images
     stream: batches drawn from the selected images, with their rows
@@ -51,6 +51,7 @@ class PseudoLabelTable:
         self.probs = np.full((len(images), self.num_classes), 1.0 / self.num_classes,
                              dtype="float32")
         self.refreshed_at_step = None
+        self.batchnorm_steps = None  # of the last refresh
         self.refreshes = 0
         self.seconds = 0.0
 
@@ -102,24 +103,30 @@ class PseudoLabelTable:
 
         The teacher is the EMA of the weights when the model keeps one and
         the algorithm asks for it (`use_ema`), else the current weights; with
-        the moving BatchNorm statistics (the algorithm's `batchnorm_steps`
-        0), or statistics recomputed on `batchnorm_steps` batches of the
-        unlabeled images. Inference mode; the model's weights and statistics
-        are the same afterwards.
+        the moving BatchNorm statistics, or statistics recomputed on batches
+        of the unlabeled images (as many as the algorithm's
+        `refresh_batchnorm_steps(model, step)`, or `batchnorm_steps`).
+        Inference mode; the model's weights and statistics are the same
+        afterwards.
         """
         import time
 
         start = time.perf_counter()
         algorithm = ssl_model.algorithm
         use_ema = bool(getattr(algorithm, "use_ema", True)) and bool(ssl_model.teacher_weights)
-        steps = getattr(algorithm, "batchnorm_steps", 0)
+        step = int(keras.ops.convert_to_numpy(ssl_model.ssl_step))
+        if hasattr(algorithm, "refresh_batchnorm_steps"):
+            steps = algorithm.refresh_batchnorm_steps(ssl_model.model, step)
+        else:
+            steps = getattr(algorithm, "batchnorm_steps", 0)
         with ssl_model.ema_weights(batchnorm_data=self.images if steps else None,
                                    batchnorm_steps=steps, student=not use_ema):
             probs = self._predict(ssl_model, batch_size)
         self.probs[...] = np.asarray(algorithm.table_targets(probs), dtype="float32")
         if self.select is not None:
             self.selected = np.flatnonzero(self.select(self.probs))
-        self.refreshed_at_step = int(keras.ops.convert_to_numpy(ssl_model.ssl_step))
+        self.refreshed_at_step = step
+        self.batchnorm_steps = steps
         self.refreshes += 1
         self.seconds += time.perf_counter() - start
         return self.probs
@@ -140,12 +147,14 @@ class PseudoLabelTable:
 
 
 class TableRefresh(keras.callbacks.Callback):
-    """Refreshes a `PseudoLabelTable` at the start of an epoch when it is due.
+    """Refreshes a `PseudoLabelTable` every `every` training steps.
 
-    Due: at the first epoch of a `fit`, then whenever `every` steps have
-    passed since the last refresh. Refreshing between epochs (not batches)
-    keeps it exact on every backend (on JAX the weights are only in the
-    variables between epochs); choose `steps_per_epoch` at most `every`.
+    At the first epoch of a `fit`, then before the step that is due, in the
+    middle of an epoch too. On JAX, whose trainer keeps the weights outside
+    the variables during an epoch, it first syncs them
+    (`model.jax_state_sync()`; the trainer reads them back for the next
+    step), so the teacher is the current model on every backend. Batches
+    the input pipeline already drew (prefetched) carry the older rows.
     `fit` adds it for algorithms with a table.
     """
 
@@ -155,14 +164,26 @@ class TableRefresh(keras.callbacks.Callback):
         self.every = int(every)
         self.verbose = verbose
         self._last = None
+        self._epoch_start = 0
 
     def on_train_begin(self, logs=None):
         self._last = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.ssl_step))
-        if self._last is not None and step - self._last < self.every:
-            return
+        # First, so that the other callbacks' epoch begins see the fresh table.
+        self._epoch_start = int(keras.ops.convert_to_numpy(self.model.ssl_step))
+        if self._last is None or self._epoch_start - self._last >= self.every:
+            self._refresh(self._epoch_start)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch_start + int(batch)  # the step about to run
+        if step - self._last >= self.every:
+            sync = getattr(self.model, "jax_state_sync", None)
+            if sync is not None:
+                sync()
+            self._refresh(step)
+
+    def _refresh(self, step):
         self.table.refresh(self.model)
         self._last = step
         if self.verbose:

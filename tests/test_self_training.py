@@ -39,7 +39,7 @@ def test_alignment_makes_the_mean_prediction_the_prior():
 
 
 def test_loss_uses_the_stored_labels_where_confident():
-    algorithm = keras_ssl.SelfTraining(threshold=0.8)
+    algorithm = keras_ssl.SelfTraining(threshold=0.8, weighting="threshold")
     table = np.array([[0.9, 0.05, 0.05], [0.5, 0.3, 0.2]], "float32")
     logits = np.zeros((2, 3), "float32")
     result = algorithm.unlabeled_loss({"strong": logits}, {"table": np.log(table)}, 0)
@@ -48,6 +48,129 @@ def test_loss_uses_the_stored_labels_where_confident():
                                                                           rel=1e-5)
     assert float(keras.ops.convert_to_numpy(result.metrics["mask_rate"])) == 0.5
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(result.pseudo_labels), [0, 0])
+
+
+def test_soft_weighting_draws_every_image_and_weighs_doubtful_labels_less():
+    algorithm = keras_ssl.SelfTraining(threshold=0.8, weighting="soft")
+    table = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.2, 0.4, 0.4]], "float32")
+    assert algorithm.table_selection(table).all()
+    logits = np.zeros((3, 3), "float32")
+    result = algorithm.unlabeled_loss({"strong": logits}, {"table": np.log(table)}, 0)
+    confidence = table.max(axis=1)
+    mean, variance = confidence.mean(), confidence.var()
+    # SoftMatch's truncated Gaussian below the batch's mean confidence, 1 at
+    # the threshold and above (and at or above the mean).
+    weights = np.exp(-np.minimum(confidence - mean, 0) ** 2 / (2 * variance / 2.0 ** 2))
+    weights[0] = 1.0
+    assert 0 < weights[2] < weights[1] < 1.0
+    assert float(keras.ops.convert_to_numpy(result.loss)) == pytest.approx(
+        np.log(3) * weights.sum() / 3, rel=1e-5)
+    assert float(keras.ops.convert_to_numpy(result.metrics["mask_rate"])) == pytest.approx(
+        weights.mean(), rel=1e-5)
+    # A wider Gaussian (smaller n_sigma) weighs the doubtful label more.
+    wide = keras_ssl.SelfTraining(threshold=0.8, weighting="soft", n_sigma=1.0).unlabeled_loss(
+        {"strong": logits}, {"table": np.log(table)}, 0)
+    assert float(keras.ops.convert_to_numpy(wide.loss)) > float(
+        keras.ops.convert_to_numpy(result.loss))
+
+
+def test_auto_refresh_interval_keeps_labelling_at_a_tenth_of_the_compute():
+    algorithm = keras_ssl.SelfTraining()
+    # ceil(n / (3 * 0.1 * images per step)): labelling n images (forward
+    # only) costs about a tenth of training on that many steps.
+    assert algorithm.refresh_interval(20000, 32 + 96) == 521
+    assert algorithm.refresh_interval(1237, 20 + 140) == 26
+    assert algorithm.refresh_interval(10, 1000) == 1
+    assert keras_ssl.SelfTraining(refresh_every=100).refresh_interval(20000, 128) == 100
+    # In fit: 64 images, batches of 8 + 16: every ceil(64 / 7.2) = 9 steps.
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining())
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=2, steps_per_epoch=10, verbose=0)
+    table = ssl.pseudo_label_table
+    assert (table.refreshes, table.refreshed_at_step) == (3, 18)  # before steps 0, 9, 18
+
+
+def test_batchnorm_statistics_are_recomputed_while_the_moving_ones_are_young():
+    algorithm = keras_ssl.SelfTraining()
+    net = tiny_cnn()  # BatchNormalization with Keras's momentum 0.99
+    assert 0.99 ** 458 > 0.01 > 0.99 ** 459
+    assert algorithm.refresh_batchnorm_steps(net, 0) == 20
+    assert algorithm.refresh_batchnorm_steps(net, 458) == 20
+    assert algorithm.refresh_batchnorm_steps(net, 459) == 0
+    net.layers[1].momentum = 0.9  # younger for less long: 0.9 ** 44 < 0.01
+    assert algorithm.refresh_batchnorm_steps(net, 43) == 20
+    assert algorithm.refresh_batchnorm_steps(net, 44) == 0
+    dense = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(4)])
+    assert algorithm.refresh_batchnorm_steps(dense, 0) == 0
+    assert keras_ssl.SelfTraining(batchnorm_steps=5).refresh_batchnorm_steps(net, 10 ** 6) == 5
+    # A refresh records what it did.
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining())
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=2, verbose=0)
+    assert ssl.pseudo_label_table.batchnorm_steps == 20
+
+
+def mid_epoch_refresh_scenario():
+    """One epoch of 10 steps, a refresh every 3: before steps 0, 3, 6 and 9.
+
+    Returns the refreshes, the last refresh's step and how far the table is
+    from the current model's predictions just before step 9 (what the last
+    refresh must have labelled with).
+    """
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining(refresh_every=3, batchnorm_steps=0))
+    seen = {}
+
+    class Before9(keras.callbacks.Callback):  # runs after the table's refresh
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 9:
+                sync = getattr(self.model, "jax_state_sync", None)
+                if sync is not None:
+                    sync()
+                probs = keras.ops.softmax(self.model.model(u, training=False))
+                seen["rows"] = self.model.algorithm.table_targets(
+                    keras.ops.convert_to_numpy(probs))
+
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0,
+            callbacks=[Before9()])
+    table = ssl.pseudo_label_table
+    after = keras.ops.convert_to_numpy(keras.ops.softmax(ssl.model(u, training=False)))
+    return {"refreshes": table.refreshes, "step": table.refreshed_at_step,
+            "error": float(np.abs(table.probs - seen["rows"]).max()),
+            "changed_by_the_last_step": float(
+                np.abs(table.probs - ssl.algorithm.table_targets(after)).max())}
+
+
+def test_the_table_is_refreshed_in_the_middle_of_an_epoch():
+    result = mid_epoch_refresh_scenario()
+    assert (result["refreshes"], result["step"]) == (4, 9)
+    assert result["error"] < 1e-5
+    assert result["changed_by_the_last_step"] > 1e-4  # the check can tell weights apart
+
+
+@pytest.mark.slow
+def test_the_mid_epoch_refresh_labels_with_the_current_weights_on_jax():
+    # JAX's trainer keeps the weights outside the variables during an epoch:
+    # without a sync the refresh would label with the epoch's first weights.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(here), here,
+                                           os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, os.path.join(here, "test_self_training.py")],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout[-3000:], done.stderr[-3000:])
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert (result["refreshes"], result["step"]) == (4, 9)
+    assert result["error"] < 1e-5
+    assert result["changed_by_the_last_step"] > 1e-4
 
 
 def _fit_with_table(algorithm, epochs):
@@ -111,7 +234,7 @@ def test_batches_are_drawn_from_the_confident_images_only():
 
     _, _, u = _data()
     labels = np.arange(64) % 4
-    algorithm = keras_ssl.SelfTraining(threshold=0.9)
+    algorithm = keras_ssl.SelfTraining(threshold=0.9, weighting="threshold")
     table = PseudoLabelTable(u, 4, labels=labels, select=algorithm.table_selection, seed=0)
     rows = np.full((64, 4), 0.25, "float32")
     rows[np.arange(10), labels[:10]] = 0.97  # images 0-9 confident
@@ -127,7 +250,7 @@ def test_batches_are_drawn_from_the_confident_images_only():
 
 
 def test_selection_has_a_floor_of_the_most_confident_rows():
-    algorithm = keras_ssl.SelfTraining(threshold=0.9, min_selected=0.25)
+    algorithm = keras_ssl.SelfTraining(threshold=0.9, min_selected=0.25, weighting="threshold")
     rows = np.full((20, 4), 0.25, "float32")
     rows[[3, 7], 0] = 0.97  # two confident images: fewer than 25 % of 20
     rows[[1, 11, 15], 1] = [0.6, 0.5, 0.4]  # the next most confident
@@ -136,7 +259,8 @@ def test_selection_has_a_floor_of_the_most_confident_rows():
     rows[:10, 2] = 0.95  # enough confident images: the floor does nothing
     confident_only = algorithm.table_selection(rows)
     np.testing.assert_array_equal(np.flatnonzero(confident_only), np.arange(10))
-    none = keras_ssl.SelfTraining(threshold=0.99, min_selected=0.0).table_selection(rows)
+    none = keras_ssl.SelfTraining(threshold=0.99, min_selected=0.0,
+                                  weighting="threshold").table_selection(rows)
     assert not none.any()
     with pytest.raises(ValueError, match="min_selected"):
         keras_ssl.SelfTraining(min_selected=1.5)
@@ -145,7 +269,7 @@ def test_selection_has_a_floor_of_the_most_confident_rows():
 def test_in_training_every_drawn_image_is_confident():
     history, table = _fit_with_table(
         keras_ssl.SelfTraining(threshold=0.3, refresh_every=4, min_selected=0.0,
-                               batchnorm_steps=20), epochs=3)
+                               batchnorm_steps=20, weighting="threshold"), epochs=3)
     assert 0 < len(table.selected) < 64
     # Batches come from the selected images only, so none is masked out.
     assert history.history["mask_rate"][-1] == 1.0
@@ -163,11 +287,24 @@ def test_config_roundtrip_and_argument_errors():
                                        class_prior=[0.5, 0.5])
     restored = keras_ssl.SelfTraining.from_config(algorithm.get_config())
     assert restored.get_config() == algorithm.get_config()
-    assert keras_ssl.algorithms.get("self_training", steps=3000).refresh_every == 300
+    # "auto" settings are saved as "auto" and do not depend on the run's length.
+    assert keras_ssl.algorithms.get("self_training", steps=3000).refresh_every == "auto"
+    auto = keras_ssl.SelfTraining.from_config(keras_ssl.SelfTraining().get_config())
+    assert (auto.refresh_every, auto.batchnorm_steps) == ("auto", "auto")
+    assert auto.weighting == "threshold"
+    soft = keras_ssl.SelfTraining(weighting="soft", n_sigma=3.0)
+    assert keras_ssl.SelfTraining.from_config(soft.get_config()).get_config() == soft.get_config()
     with pytest.raises(ValueError, match=r"threshold=\.\.\.\) must be in \[0, 1\)"):
         keras_ssl.SelfTraining(threshold=1.0)
-    with pytest.raises(ValueError, match="refresh_every"):
-        keras_ssl.SelfTraining(refresh_every=0)
+    for bad in (0, "often", True):
+        with pytest.raises(ValueError, match="refresh_every"):
+            keras_ssl.SelfTraining(refresh_every=bad)
+    with pytest.raises(ValueError, match="batchnorm_steps"):
+        keras_ssl.SelfTraining(batchnorm_steps=-1)
+    with pytest.raises(ValueError, match="weighting"):
+        keras_ssl.SelfTraining(weighting="hard")
+    with pytest.raises(ValueError, match="n_sigma"):
+        keras_ssl.SelfTraining(n_sigma=0)
     with pytest.raises(ValueError, match="sum to 1"):
         keras_ssl.SelfTraining(class_prior=[0.5, 0.6])
     with pytest.raises(ValueError, match="labeled_view"):
@@ -383,3 +520,9 @@ def test_fit_two_phase_keeps_moving_statistics_in_a_table_phase(monkeypatch, alg
     else:
         assert all(owner == first for owner, _ in calls)
         assert phase1.count("train begin") == 2 and phase1[-1] == "final"
+
+
+if __name__ == "__main__":
+    import json
+
+    print("RESULT " + json.dumps(mid_epoch_refresh_scenario()), flush=True)

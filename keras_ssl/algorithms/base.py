@@ -158,8 +158,9 @@ class Algorithm:
         metric_names: names of the extra metrics `unlabeled_loss` returns.
         uses_table: the algorithm reads stored pseudo-labels: the model
             keeps a `PseudoLabelTable` of every unlabeled image, refreshes it
-            (`refresh_every` steps; `table_targets(probs)` turns the teacher's
-            probabilities into its rows) and passes each batch's rows as
+            (every `refresh_interval(num_images, images_per_step)` steps;
+            `table_targets(probs)` turns the teacher's probabilities into
+            its rows) and passes each batch's rows as
             `teacher_logits["table"]` (log-probabilities).
     """
 
@@ -184,6 +185,11 @@ class Algorithm:
         """
         del steps
         return cls(**kwargs)
+
+    def refresh_interval(self, num_images, images_per_step):
+        """Steps between refreshes of the table (`uses_table`): `refresh_every`."""
+        del num_images, images_per_step
+        return int(self.refresh_every)
 
     def build_views(self, value_range):
         """Return `{view_name: callable}` that augments a batch of images."""

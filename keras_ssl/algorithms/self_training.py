@@ -1,5 +1,6 @@
 """Self-training: a table of the teacher's pseudo-labels, refreshed every few steps."""
 
+import math
 import numbers
 
 import numpy as np
@@ -19,27 +20,34 @@ from keras_ssl.algorithms.base import (
 class SelfTraining(Algorithm):
     """Self-training with a pseudo-label table (Noisy-Student style).
 
-    Every `refresh_every` steps the teacher (the current weights and their
-    moving BatchNorm statistics, or with `use_ema=True` the model's EMA of
-    them) labels the whole unlabeled set in inference mode; the table keeps
-    its class probabilities, and the images whose stored confidence reaches
-    `threshold` are selected. In between, each step draws its unlabeled
-    batch from the selected images and trains the student on a strongly
-    augmented view of them towards their stored hard pseudo-labels. No view
-    is run only to make targets, so a step costs about a supervised step on
-    `1 + unlabeled_ratio` times the images (FixMatch also runs a weak view
-    of every unlabeled image).
+    Every few steps (`refresh_every`) the teacher (the current weights, or
+    with `use_ema=True` the model's EMA of them) labels the whole unlabeled
+    set in inference mode, and the table keeps its class probabilities. In
+    between, each step draws its unlabeled batch from the table and trains
+    the student on a strongly augmented view of the images towards their
+    stored hard pseudo-labels. No view is run only to make targets, so a
+    step costs about a supervised step on `1 + unlabeled_ratio` times the
+    images (FixMatch also runs a weak view of every unlabeled image).
+
+    With `weighting="threshold"` (the default) batches are drawn from the
+    rows whose stored confidence reaches `threshold` (see `min_selected`),
+    each weighted 1. With `weighting="soft"` every image is drawn, and its
+    pseudo-label weighted by its stored confidence `c`: 1 at `threshold` or
+    above, else SoftMatch's truncated Gaussian, 1 at or above the batch's
+    mean confidence `mu` and `exp(-(c - mu)^2 / (2 var / n_sigma^2))` below
+    it (`var` the batch's variance of the confidence). BENCHMARKS.md
+    compares the two on digits and on the CIFAR-10 protocol.
 
     Distribution alignment (on by default) rescales the table so that the
     mean predicted class distribution over the unlabeled set is uniform (or
-    `class_prior`) before thresholding: a teacher biased towards a few
-    classes then does not flood training with them.
+    `class_prior`): a teacher biased towards a few classes then does not
+    flood training with them.
 
     It is the library's default (`SemiSupervisedModel(model)`) when `fit`
-    gets the unlabeled images as a numpy array, which the table needs. Start
-    it from a model that already predicts something: after supervised steps
-    (`keras_ssl.fit_two_phase`, or a first `fit` without `unlabeled`); from
-    scratch the early tables are mostly unconfident and masked out.
+    gets the unlabeled images as a numpy array, which the table needs. It
+    works from scratch (the first tables are unconfident and train little)
+    and better after supervised steps (`keras_ssl.fit_two_phase`, or a
+    first `fit` without `unlabeled`).
 
     Example:
 
@@ -47,16 +55,22 @@ class SelfTraining(Algorithm):
     ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.SelfTraining(), unlabeled_ratio=3)
     ssl.compile(optimizer="adam", metrics=["accuracy"])
     ssl.fit(x_labeled, y_labeled, epochs=3, steps_per_epoch=200)   # supervised warm-up
-    ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10,
-            steps_per_epoch=200)   # the table is refreshed every epoch
+    ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10, steps_per_epoch=200)
+    ssl.pseudo_label_table.refreshes   # how often the table was made
     ```
 
     Args:
-        threshold: stored confidence (after alignment) a pseudo-label must
-            reach to be trained on. Default 0.8.
-        refresh_every: steps between refreshes of the table; it is refreshed
-            at the start of an epoch once that many steps have passed (and at
-            the start of every `fit`). Default 350.
+        threshold: stored confidence (after alignment) at which a
+            pseudo-label is trained on (`weighting="threshold"`) or gets the
+            full weight ("soft"). Default 0.8.
+        refresh_every: steps between refreshes of the table (also in the
+            middle of an epoch, and always at the start of a `fit`).
+            Default "auto": as often as labelling the unlabeled set costs
+            about a tenth of the training compute (`REFRESH_COST`; a forward
+            pass taken as a third of a training step per image): every
+            `ceil(n_unlabeled / (0.3 * images_per_step))` steps, 521 for
+            20,000 images and batches of 32 + 96, 26 for 1,237 images and 20
+            + 140.
         distribution_alignment: align the table's mean class distribution to
             `class_prior`. Default True.
         class_prior: target class distribution (sums to 1); None: uniform.
@@ -65,14 +79,19 @@ class SelfTraining(Algorithm):
             instead of the current ones. Default False: the EMA (decay
             0.999) averages over about the last 1,000 steps, so in short runs
             it labels with an older model (BENCHMARKS.md measures both).
-        batchnorm_steps: 0 (default) labels with the moving BatchNorm
-            statistics that training left; N > 0 recomputes the teacher's
-            statistics on N batches of 128 clean unlabeled images per
-            refresh (with `use_ema=True` the EMA weights have no statistics
-            of their own: set N > 0 there). Training batches are mostly
-            strongly augmented images; statistics recomputed on clean ones
-            do not match what the network learned, and cost the table's
-            labels (CIFAR-10 protocol, 3 seeds, BENCHMARKS.md).
+        batchnorm_steps: BatchNorm statistics of the teacher. 0 labels with
+            the moving statistics that training left; N > 0 recomputes them
+            on N batches of 128 clean unlabeled images at every refresh (with
+            `use_ema=True` the EMA weights have no statistics of their own:
+            set N > 0 there). Default "auto": 20 batches while the moving
+            statistics are young (they still hold more than 1 % of their
+            initial values: `momentum ** step > 0.01`, the first 459 steps of
+            a model with Keras's momentum 0.99), then 0. Young moving
+            statistics still hold much of their initial values and label
+            badly (digits from scratch, BENCHMARKS.md); later, statistics
+            recomputed on clean images do not match training batches that
+            are mostly strong views and cost the labels (CIFAR-10: 2.75
+            points, 3 seeds).
         flip_average: average the teacher's prediction with that of the
             mirrored image. Default False.
         weak, strong, flip: views as in `keras_ssl.algorithms.PseudoLabel`
@@ -85,12 +104,16 @@ class SelfTraining(Algorithm):
             same model). The strong view makes the warm-up's model less
             confident, so its first tables select few images (see
             `min_selected`).
-        min_selected: the least share of the unlabeled images the batches
-            are drawn from. When fewer reach `threshold`, the most confident
-            rows make up the share and the unconfident ones among them are
-            masked out of the loss: a handful of confident images (often of
-            one class) is then not drawn over and over. Default 0.1; 0 draws
-            from the confident images only, however few.
+        min_selected: with `weighting="threshold"`, the least share of the
+            unlabeled images the batches are drawn from. When fewer reach
+            `threshold`, the most confident rows make up the share and the
+            unconfident ones among them are masked out of the loss: a
+            handful of confident images (often of one class) is then not
+            drawn over and over. Default 0.1; 0 draws from the confident
+            images only, however few.
+        weighting: `"threshold"` (default) or `"soft"`, above.
+        n_sigma: width of the soft weights' Gaussian in standard deviations
+            (larger: doubtful pseudo-labels weigh less). Default 2.
     """
 
     views = ("strong",)
@@ -98,21 +121,40 @@ class SelfTraining(Algorithm):
     metric_names = ("mask_rate",)
     uses_table = True
 
-    def __init__(self, threshold=0.8, refresh_every=350, distribution_alignment=True,
-                 class_prior=None, unlabeled_weight=1.0, use_ema=False, batchnorm_steps=0,
-                 flip_average=False, weak=None, strong=None, flip=True,
-                 unlabeled_view="strong", labeled_view="weak", min_selected=0.1):
+    def __init__(self, threshold=0.8, refresh_every="auto", distribution_alignment=True,
+                 class_prior=None, unlabeled_weight=1.0, use_ema=False,
+                 batchnorm_steps="auto", flip_average=False, weak=None, strong=None,
+                 flip=True, unlabeled_view="strong", labeled_view="weak", min_selected=0.1,
+                 weighting="threshold", n_sigma=2.0):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 <= float(threshold) < 1.0
         ):
             raise ValueError(
                 f"SelfTraining(threshold=...) must be in [0, 1); received {threshold!r}."
             )
-        if isinstance(refresh_every, bool) or int(refresh_every) < 1:
+        if refresh_every != "auto" and (
+            isinstance(refresh_every, (bool, str)) or int(refresh_every) < 1
+        ):
             raise ValueError(
-                f"SelfTraining(refresh_every=...) must be an integer >= 1 (steps); "
-                f"received {refresh_every!r}."
+                f"SelfTraining(refresh_every=...) must be 'auto' or an integer >= 1 "
+                f"(steps); received {refresh_every!r}."
             )
+        if batchnorm_steps != "auto" and (
+            isinstance(batchnorm_steps, (bool, str)) or int(batchnorm_steps) < 0
+        ):
+            raise ValueError(
+                f"SelfTraining(batchnorm_steps=...) must be 'auto' or an integer >= 0 "
+                f"(batches); received {batchnorm_steps!r}."
+            )
+        if weighting not in ("soft", "threshold"):
+            raise ValueError(
+                f"SelfTraining(weighting=...) must be 'soft' or 'threshold'; received "
+                f"{weighting!r}."
+            )
+        if isinstance(n_sigma, bool) or not isinstance(n_sigma, numbers.Real) or not (
+            float(n_sigma) > 0
+        ):
+            raise ValueError(f"SelfTraining(n_sigma=...) must be > 0; received {n_sigma!r}.")
         if float(unlabeled_weight) < 0:
             raise ValueError(
                 f"SelfTraining(unlabeled_weight=...) must be >= 0; received "
@@ -127,12 +169,12 @@ class SelfTraining(Algorithm):
                 )
             class_prior = [float(p) for p in prior]
         self.threshold = float(threshold)
-        self.refresh_every = int(refresh_every)
+        self.refresh_every = "auto" if refresh_every == "auto" else int(refresh_every)
         self.distribution_alignment = bool(distribution_alignment)
         self.class_prior = class_prior
         self.unlabeled_weight = float(unlabeled_weight)
         self.use_ema = bool(use_ema)
-        self.batchnorm_steps = int(batchnorm_steps)
+        self.batchnorm_steps = "auto" if batchnorm_steps == "auto" else int(batchnorm_steps)
         self.flip_average = bool(flip_average)
         self.weak = deserialize_view(weak)
         self.strong = deserialize_view(strong)
@@ -154,13 +196,42 @@ class SelfTraining(Algorithm):
         self.unlabeled_view = unlabeled_view
         self.labeled_view = labeled_view  # the model reads it: the labeled images' view
         self.min_selected = float(min_selected)
+        self.weighting = weighting
+        self.n_sigma = float(n_sigma)
 
-    @classmethod
-    def for_steps(cls, steps, **kwargs):
-        """About ten refreshes over a run of `steps` steps (at least every 50)."""
-        if steps and "refresh_every" not in kwargs:
-            kwargs["refresh_every"] = max(50, int(steps) // 10)
-        return cls(**kwargs)
+    # `refresh_every="auto"`: labelling the set may cost about this share of
+    # the training compute (a forward pass costs about a third of a step's
+    # forward and backward pass per image).
+    REFRESH_COST = 0.1
+    # `batchnorm_steps="auto"`: batches of the recomputation while the moving
+    # statistics still hold more than `YOUNG` of their initial values.
+    AUTO_BATCHNORM_STEPS = 20
+    YOUNG = 0.01
+
+    def refresh_interval(self, num_images, images_per_step):
+        """Steps between refreshes: `refresh_every`, or with "auto" the fewest
+        steps for which labelling `num_images` costs at most `REFRESH_COST`
+        of training on `images_per_step` images a step."""
+        if self.refresh_every != "auto":
+            return self.refresh_every
+        return max(1, math.ceil(num_images / (3.0 * self.REFRESH_COST * images_per_step)))
+
+    def refresh_batchnorm_steps(self, model, step):
+        """Batches to recompute the teacher's BatchNorm statistics on at `step`.
+
+        `batchnorm_steps`, or with "auto" `AUTO_BATCHNORM_STEPS` while the
+        moving statistics of `model`'s BatchNormalization layers are young
+        (`momentum ** step > YOUNG`: with Keras's 0.99 the first 459 steps),
+        else 0 (the moving statistics training left).
+        """
+        if self.batchnorm_steps != "auto":
+            return self.batchnorm_steps
+        from keras_ssl.batchnorm import batchnorm_layers
+
+        momenta = [float(layer.momentum) for layer in batchnorm_layers(model)]
+        if not momenta or max(momenta) ** int(step) <= self.YOUNG:
+            return 0
+        return self.AUTO_BATCHNORM_STEPS
 
     def build_views(self, value_range):
         weak = self.weak or augment.weak_augmentation(value_range, flip=self.flip)
@@ -187,11 +258,14 @@ class SelfTraining(Algorithm):
     def table_selection(self, rows):
         """Images the unlabeled batches are drawn from (numpy boolean mask).
 
-        The confident rows; if they are fewer than `min_selected` of the set,
-        the most confident rows up to that share (the loss masks the
-        unconfident ones).
+        With `weighting="soft"` every image. With "threshold" the confident
+        rows; if they are fewer than `min_selected` of the set, the most
+        confident rows up to that share (the loss masks the unconfident
+        ones).
         """
         confidence = np.asarray(rows).max(axis=1)
+        if self.weighting == "soft":
+            return np.ones(len(confidence), dtype=bool)
         selected = confidence >= self.threshold
         floor = min(len(confidence), int(np.ceil(self.min_selected * len(confidence))))
         if selected.sum() < floor:
@@ -205,6 +279,9 @@ class SelfTraining(Algorithm):
         confidence = ops.max(probs, axis=-1)
         labels = ops.argmax(probs, axis=-1)
         mask = losses.threshold_mask(confidence, self.threshold)
+        if self.weighting == "soft":
+            mask = ops.maximum(mask, losses.truncated_gaussian_weight(
+                confidence, ops.mean(confidence), ops.var(confidence), self.n_sigma))
         loss = losses.masked_cross_entropy(logits["strong"], labels, mask)
         return UnlabeledLoss(self.unlabeled_weight * loss,
                              {"mask_rate": ops.mean(mask)}, labels)
@@ -225,4 +302,6 @@ class SelfTraining(Algorithm):
             "unlabeled_view": self.unlabeled_view,
             "labeled_view": self.labeled_view,
             "min_selected": self.min_selected,
+            "weighting": self.weighting,
+            "n_sigma": self.n_sigma,
         }

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from keras_ssl import losses
 from keras_ssl.algorithms.base import register
 from keras_ssl.algorithms.pseudo_label import PseudoLabel
 
@@ -66,9 +67,7 @@ class SoftMatch(PseudoLabel):
         variance = m * self.confidence_variance.value + (1.0 - m) * batch_variance
         self.confidence_mean.assign(mean)
         self.confidence_variance.assign(variance)
-        width = 2.0 * ops.maximum(variance, 1e-12) / (self.n_sigma ** 2)
-        weight = ops.exp(-ops.square(ops.minimum(confidence - mean, 0.0)) / width)
-        return ops.stop_gradient(weight)
+        return losses.truncated_gaussian_weight(confidence, mean, variance, self.n_sigma)
 
     def extra_metrics(self):
         return {"confidence_mean": self.confidence_mean.value}
