@@ -105,7 +105,7 @@ class PseudoLabelTable:
         the algorithm asks for it (`use_ema`), else the current weights; with
         the moving BatchNorm statistics, or statistics recomputed on batches
         of the unlabeled images (as many as the algorithm's
-        `refresh_batchnorm_steps(model, step)`, or `batchnorm_steps`).
+        `refresh_batchnorm_steps(model, step)`).
         Inference mode; the model's weights and statistics are the same
         afterwards.
         """
@@ -115,10 +115,7 @@ class PseudoLabelTable:
         algorithm = ssl_model.algorithm
         use_ema = bool(getattr(algorithm, "use_ema", True)) and bool(ssl_model.teacher_weights)
         step = int(keras.ops.convert_to_numpy(ssl_model.ssl_step))
-        if hasattr(algorithm, "refresh_batchnorm_steps"):
-            steps = algorithm.refresh_batchnorm_steps(ssl_model.model, step)
-        else:
-            steps = getattr(algorithm, "batchnorm_steps", 0)
+        steps = algorithm.refresh_batchnorm_steps(ssl_model.model, step)
         with ssl_model.ema_weights(batchnorm_data=self.images if steps else None,
                                    batchnorm_steps=steps, student=not use_ema):
             probs = self._predict(ssl_model, batch_size)

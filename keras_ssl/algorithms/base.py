@@ -191,6 +191,13 @@ class Algorithm:
         del num_images, images_per_step
         return int(self.refresh_every)
 
+    def refresh_batchnorm_steps(self, model, step):
+        """Batches to recompute the teacher's BatchNorm statistics on before a
+        refresh of the table at `step` (`uses_table`): `batchnorm_steps`, or 0
+        (the moving statistics)."""
+        del model, step
+        return int(getattr(self, "batchnorm_steps", 0))
+
     def build_views(self, value_range):
         """Return `{view_name: callable}` that augments a batch of images."""
         raise NotImplementedError
