@@ -186,7 +186,7 @@ def test_the_table_is_refreshed_when_due_and_reaches_the_step():
     history, table = _fit_with_table(
         keras_ssl.SelfTraining(threshold=0.0, refresh_every=8), epochs=4)
     # At the start of the fit (step 0) and at the start of epoch 3 (step 8):
-    # every 8 steps, checked at epoch starts.
+    # every 8 steps (not after the last step: a refresh is made before a step).
     assert table.refreshes == 2
     assert table.refreshed_at_step == 8
     assert table.probs.shape == (64, 4)
