@@ -33,8 +33,9 @@ class PseudoLabelTable:
         images: the unlabeled images (numpy array, as passed to `fit`).
         num_classes: width of the model's output.
         labels: optional ground truth of `images` (monitoring only).
-        select: callable `rows -> boolean mask` of the images batches are
-            drawn from (None: all).
+        select: callable `rows -> mask` of the images batches are drawn
+            from: booleans (drawn uniformly) or non-negative draw weights
+            (0: not drawn). None: all, uniformly.
         seed: seed of the draws (default: from numpy's global generator,
             which `keras.utils.set_random_seed` seeds).
     """
@@ -45,6 +46,7 @@ class PseudoLabelTable:
         self.num_classes = int(num_classes)
         self.select = select
         self.selected = np.arange(len(images))
+        self.draw_probabilities = None  # over `selected`; None: uniform
         seed = np.random.randint(2 ** 31) if seed is None else seed
         self._rng = np.random.default_rng(seed)
         # Uniform rows: no image is confident before the first refresh.
@@ -63,9 +65,14 @@ class PseudoLabelTable:
         return self.probs[np.asarray(index)]
 
     def draw(self, batch_size):
-        """Indices of `batch_size` images drawn uniformly from the selected ones."""
-        pool = self.selected if len(self.selected) else np.arange(len(self.images))
-        return self._rng.choice(pool, int(batch_size), replace=len(pool) < batch_size)
+        """Indices of `batch_size` images drawn from the selected ones (uniformly,
+        or by the selection's weights), without replacement within a batch
+        when there are enough."""
+        if not len(self.selected):
+            pool, p = np.arange(len(self.images)), None
+        else:
+            pool, p = self.selected, self.draw_probabilities
+        return self._rng.choice(pool, int(batch_size), replace=len(pool) < batch_size, p=p)
 
     def _batch(self, batch_size):
         index = self.draw(batch_size)
@@ -120,13 +127,32 @@ class PseudoLabelTable:
                                    batchnorm_steps=steps, student=not use_ema):
             probs = self._predict(ssl_model, batch_size)
         self.probs[...] = np.asarray(algorithm.table_targets(probs), dtype="float32")
-        if self.select is not None:
-            self.selected = np.flatnonzero(self.select(self.probs))
+        self.update_selection()
         self.refreshed_at_step = step
         self.batchnorm_steps = steps
         self.refreshes += 1
         self.seconds += time.perf_counter() - start
         return self.probs
+
+    def update_selection(self):
+        """Apply `select` to the current rows: the images (and their draw
+        weights) the next batches are drawn from. `refresh` calls it."""
+        if self.select is None:
+            return
+        chosen = np.asarray(self.select(self.probs))
+        if chosen.dtype == bool:
+            self.selected, self.draw_probabilities = np.flatnonzero(chosen), None
+            return
+        weights = chosen.astype("float64").reshape(-1)
+        if weights.shape != (len(self),) or np.any(~np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError(
+                "The algorithm's `table_selection(rows)` must return a boolean mask or "
+                f"finite non-negative weights, one per unlabeled image ({len(self)}); "
+                f"received shape {chosen.shape}."
+            )
+        self.selected = np.flatnonzero(weights > 0)
+        total = weights[self.selected].sum()
+        self.draw_probabilities = (weights[self.selected] / total) if total > 0 else None
 
     def _predict(self, ssl_model, batch_size):
         flip = bool(getattr(ssl_model.algorithm, "flip_average", False))

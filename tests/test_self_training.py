@@ -239,7 +239,7 @@ def test_batches_are_drawn_from_the_confident_images_only():
     rows = np.full((64, 4), 0.25, "float32")
     rows[np.arange(10), labels[:10]] = 0.97  # images 0-9 confident
     table.probs[...] = rows
-    table.selected = np.flatnonzero(table.select(rows))
+    table.update_selection()
     np.testing.assert_array_equal(table.selected, np.arange(10))
     batch = next(iter(table.stream(16)))
     index = batch["index"].numpy()
@@ -264,6 +264,42 @@ def test_selection_has_a_floor_of_the_most_confident_rows():
     assert not none.any()
     with pytest.raises(ValueError, match="min_selected"):
         keras_ssl.SelfTraining(min_selected=1.5)
+
+
+def test_balanced_draw_gives_each_pseudo_label_class_an_equal_share():
+    from keras_ssl.pseudo_table import PseudoLabelTable
+
+    rows = np.full((100, 4), 0.1, "float32")
+    rows[:, 3] = 0.7  # unconfident rows (argmax class 3)
+    counts = {0: 40, 1: 8, 2: 1}  # confident rows per class; none of class 3
+    start = 0
+    for c, n in counts.items():
+        rows[start:start + n] = 0.02
+        rows[start:start + n, c] = 0.94
+        start += n
+    balanced = keras_ssl.SelfTraining(threshold=0.8, min_selected=0.0)  # balanced by default
+    table = PseudoLabelTable(np.zeros((100, 2, 2, 1), "float32"), 4,
+                             select=balanced.table_selection, seed=0)
+    table.probs[...] = rows
+    table.update_selection()
+    np.testing.assert_array_equal(table.selected, np.arange(49))  # only the confident rows
+    drawn = np.concatenate([table.draw(1) for _ in range(6000)])
+    share = np.bincount(rows[drawn].argmax(axis=1), minlength=4) / len(drawn)
+    # Classes 0 and 1 equally often; class 2's one image counts as a quarter
+    # of a fair share (49 / 4 rows): a third of their share, not 40 times it.
+    expected = np.array([1.0, 1.0, 1.0 / (0.25 * 49 / 4), 0.0])
+    np.testing.assert_allclose(share, expected / expected.sum(), atol=0.02)
+    # Without balancing each selected image is drawn equally often: by pool size.
+    uniform = keras_ssl.SelfTraining(threshold=0.8, min_selected=0.0, balance_classes=False)
+    assert uniform.table_selection(rows).dtype == bool
+    table.select = uniform.table_selection
+    table.update_selection()
+    drawn = np.concatenate([table.draw(1) for _ in range(6000)])
+    share = np.bincount(rows[drawn].argmax(axis=1), minlength=4) / len(drawn)
+    np.testing.assert_allclose(share, [40 / 49, 8 / 49, 1 / 49, 0.0], atol=0.02)
+    table.select = lambda rows: -np.ones(len(rows))
+    with pytest.raises(ValueError, match="non-negative weights"):
+        table.update_selection()
 
 
 def test_in_training_every_drawn_image_is_confident():
@@ -292,7 +328,8 @@ def test_config_roundtrip_and_argument_errors():
     auto = keras_ssl.SelfTraining.from_config(keras_ssl.SelfTraining().get_config())
     assert (auto.refresh_every, auto.batchnorm_steps) == ("auto", "auto")
     assert auto.weighting == "threshold"
-    soft = keras_ssl.SelfTraining(weighting="soft", n_sigma=3.0)
+    assert auto.balance_classes is True
+    soft = keras_ssl.SelfTraining(weighting="soft", n_sigma=3.0, balance_classes=False)
     assert keras_ssl.SelfTraining.from_config(soft.get_config()).get_config() == soft.get_config()
     with pytest.raises(ValueError, match=r"threshold=\.\.\.\) must be in \[0, 1\)"):
         keras_ssl.SelfTraining(threshold=1.0)

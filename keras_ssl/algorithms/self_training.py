@@ -36,7 +36,10 @@ class SelfTraining(Algorithm):
     above, else SoftMatch's truncated Gaussian, 1 at or above the batch's
     mean confidence `mu` and `exp(-(c - mu)^2 / (2 var / n_sigma^2))` below
     it (`var` the batch's variance of the confidence). BENCHMARKS.md
-    compares the two on digits and on the CIFAR-10 protocol.
+    compares the two on digits and on the CIFAR-10 protocol. Either way
+    each pseudo-label class is drawn about equally often
+    (`balance_classes`), as Noisy Student balances its data: confident
+    images of easy classes would otherwise outnumber the hard ones.
 
     Distribution alignment (on by default) rescales the table so that the
     mean predicted class distribution over the unlabeled set is uniform (or
@@ -112,6 +115,16 @@ class SelfTraining(Algorithm):
             drawn over and over. Default 0.1; 0 draws from the confident
             images only, however few.
         weighting: `"threshold"` (default) or `"soft"`, above.
+        balance_classes: draw each pseudo-label class equally often (as
+            Noisy Student balances its data): an image of the selected rows
+            is drawn with a weight inversely proportional to the number of
+            selected rows of its pseudo-label class, a class with fewer than
+            a quarter of its fair share counted as a quarter (so none of its
+            images is drawn more than four times as often as a balanced
+            class's). Default True: on the CIFAR-10 protocol the confident
+            rows per class differed up to fourfold once the first tables were
+            past, and the balanced draw scored 0.41 points more (3 seeds,
+            BENCHMARKS.md).
         n_sigma: width of the soft weights' Gaussian in standard deviations
             (larger: doubtful pseudo-labels weigh less). Default 2.
     """
@@ -125,7 +138,7 @@ class SelfTraining(Algorithm):
                  class_prior=None, unlabeled_weight=1.0, use_ema=False,
                  batchnorm_steps="auto", flip_average=False, weak=None, strong=None,
                  flip=True, unlabeled_view="strong", labeled_view="weak", min_selected=0.1,
-                 weighting="threshold", n_sigma=2.0):
+                 weighting="threshold", n_sigma=2.0, balance_classes=True):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 <= float(threshold) < 1.0
         ):
@@ -198,6 +211,7 @@ class SelfTraining(Algorithm):
         self.min_selected = float(min_selected)
         self.weighting = weighting
         self.n_sigma = float(n_sigma)
+        self.balance_classes = bool(balance_classes)
 
     # `refresh_every="auto"`: labelling the set may cost about this share of
     # the training compute (a forward pass costs about a third of a step's
@@ -207,6 +221,9 @@ class SelfTraining(Algorithm):
     # statistics still hold more than `YOUNG` of their initial values.
     AUTO_BATCHNORM_STEPS = 20
     YOUNG = 0.01
+    # `balance_classes`: a class's pool counts as at least this share of its
+    # fair share (selected rows / classes) in the draw weights.
+    BALANCE_FLOOR = 0.25
 
     def refresh_interval(self, num_images, images_per_step):
         """Steps between refreshes: `refresh_every`, or with "auto" the fewest
@@ -256,22 +273,30 @@ class SelfTraining(Algorithm):
         return probs.astype("float32")
 
     def table_selection(self, rows):
-        """Images the unlabeled batches are drawn from (numpy boolean mask).
+        """Images the unlabeled batches are drawn from (numpy).
 
         With `weighting="soft"` every image. With "threshold" the confident
         rows; if they are fewer than `min_selected` of the set, the most
         confident rows up to that share (the loss masks the unconfident
-        ones).
+        ones). A boolean mask (drawn uniformly), or with `balance_classes`
+        draw weights, equal per pseudo-label class.
         """
-        confidence = np.asarray(rows).max(axis=1)
+        rows = np.asarray(rows)
+        confidence = rows.max(axis=1)
         if self.weighting == "soft":
-            return np.ones(len(confidence), dtype=bool)
-        selected = confidence >= self.threshold
-        floor = min(len(confidence), int(np.ceil(self.min_selected * len(confidence))))
-        if selected.sum() < floor:
-            selected = np.zeros(len(confidence), dtype=bool)
-            selected[np.argsort(-confidence, kind="stable")[:floor]] = True
-        return selected
+            selected = np.ones(len(confidence), dtype=bool)
+        else:
+            selected = confidence >= self.threshold
+            floor = min(len(confidence), int(np.ceil(self.min_selected * len(confidence))))
+            if selected.sum() < floor:
+                selected = np.zeros(len(confidence), dtype=bool)
+                selected[np.argsort(-confidence, kind="stable")[:floor]] = True
+        if not self.balance_classes or not selected.any():
+            return selected
+        classes = rows.argmax(axis=1)
+        counts = np.bincount(classes[selected], minlength=rows.shape[1])
+        pool = np.maximum(counts, self.BALANCE_FLOOR * selected.sum() / rows.shape[1])
+        return np.where(selected, 1.0 / pool[classes], 0.0)
 
     def unlabeled_loss(self, logits, teacher_logits, step):
         del step
@@ -304,4 +329,5 @@ class SelfTraining(Algorithm):
             "min_selected": self.min_selected,
             "weighting": self.weighting,
             "n_sigma": self.n_sigma,
+            "balance_classes": self.balance_classes,
         }
