@@ -10,7 +10,8 @@ run refreshes it at the start of its first epoch).
 
     images (numpy, all unlabeled) --teacher, every few steps (`refresh_every`)-->
     table (n, classes) --algorithm.table_targets (e.g. alignment)--> rows
-    rows --algorithm.table_selection (e.g. confident)--> selected images
+    rows --algorithm.table_selection (e.g. confident, balanced per class)-->
+         selected images and their draw weights
     stream: batches drawn from the selected images, with their rows
             {"images", "index", "targets"[, "labels"]} --views--> the step
 

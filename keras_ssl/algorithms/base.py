@@ -160,8 +160,10 @@ class Algorithm:
             keeps a `PseudoLabelTable` of every unlabeled image, refreshes it
             (every `refresh_interval(num_images, images_per_step)` steps;
             `table_targets(probs)` turns the teacher's probabilities into
-            its rows) and passes each batch's rows as
-            `teacher_logits["table"]` (log-probabilities).
+            its rows; an optional `table_selection(rows)` returns the images
+            batches are drawn from, a boolean mask or draw weights) and
+            passes each batch's rows as `teacher_logits["table"]`
+            (log-probabilities).
     """
 
     name = None
