@@ -36,9 +36,9 @@ class SelfTraining(Algorithm):
     above, else SoftMatch's truncated Gaussian, 1 at or above the batch's
     mean confidence `mu` and `exp(-(c - mu)^2 / (2 var / n_sigma^2))` below
     it (`var` the batch's variance of the confidence). BENCHMARKS.md
-    compares the two on digits and on the CIFAR-10 protocol. Either way
-    each pseudo-label class is drawn about equally often
-    (`balance_classes`), as Noisy Student balances its data: confident
+    compares the two on digits and on the CIFAR-10 protocol. Either way,
+    with `balance_classes` (the default), each pseudo-label class is drawn
+    about equally often, as Noisy Student balances its data: confident
     images of easy classes would otherwise outnumber the hard ones.
 
     Distribution alignment (on by default) rescales the table so that the
@@ -123,8 +123,8 @@ class SelfTraining(Algorithm):
             images is drawn more than four times as often as a balanced
             class's). Default True: on the CIFAR-10 protocol the confident
             rows per class differed up to fourfold once the first tables were
-            past, and the balanced draw scored 0.41 points more (3 seeds,
-            BENCHMARKS.md).
+            past, and the balanced draw scored 0.41 points more on average
+            (3 seeds; per seed -0.96 to +1.18, BENCHMARKS.md).
         n_sigma: width of the soft weights' Gaussian in standard deviations
             (larger: doubtful pseudo-labels weigh less). Default 2.
     """
