@@ -16,6 +16,18 @@ from keras_ssl.algorithms.base import (
 )
 
 
+def _auto_or_count(argument, value, minimum, unit):
+    """`value` as "auto" or an int >= `minimum`; a ValueError naming `argument` else."""
+    if value == "auto":
+        return value
+    if isinstance(value, (bool, str)) or int(value) < minimum:
+        raise ValueError(
+            f"SelfTraining({argument}=...) must be 'auto' or an integer >= {minimum} "
+            f"({unit}); received {value!r}."
+        )
+    return int(value)
+
+
 @register("self_training")
 class SelfTraining(Algorithm):
     """Self-training with a pseudo-label table (Noisy-Student style).
@@ -145,20 +157,6 @@ class SelfTraining(Algorithm):
             raise ValueError(
                 f"SelfTraining(threshold=...) must be in [0, 1); received {threshold!r}."
             )
-        if refresh_every != "auto" and (
-            isinstance(refresh_every, (bool, str)) or int(refresh_every) < 1
-        ):
-            raise ValueError(
-                f"SelfTraining(refresh_every=...) must be 'auto' or an integer >= 1 "
-                f"(steps); received {refresh_every!r}."
-            )
-        if batchnorm_steps != "auto" and (
-            isinstance(batchnorm_steps, (bool, str)) or int(batchnorm_steps) < 0
-        ):
-            raise ValueError(
-                f"SelfTraining(batchnorm_steps=...) must be 'auto' or an integer >= 0 "
-                f"(batches); received {batchnorm_steps!r}."
-            )
         if weighting not in ("soft", "threshold"):
             raise ValueError(
                 f"SelfTraining(weighting=...) must be 'soft' or 'threshold'; received "
@@ -182,12 +180,12 @@ class SelfTraining(Algorithm):
                 )
             class_prior = [float(p) for p in prior]
         self.threshold = float(threshold)
-        self.refresh_every = "auto" if refresh_every == "auto" else int(refresh_every)
+        self.refresh_every = _auto_or_count("refresh_every", refresh_every, 1, "steps")
         self.distribution_alignment = bool(distribution_alignment)
         self.class_prior = class_prior
         self.unlabeled_weight = float(unlabeled_weight)
         self.use_ema = bool(use_ema)
-        self.batchnorm_steps = "auto" if batchnorm_steps == "auto" else int(batchnorm_steps)
+        self.batchnorm_steps = _auto_or_count("batchnorm_steps", batchnorm_steps, 0, "batches")
         self.flip_average = bool(flip_average)
         self.weak = deserialize_view(weak)
         self.strong = deserialize_view(strong)
