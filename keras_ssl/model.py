@@ -19,7 +19,7 @@ from keras_ssl import _compat, algorithms, augment, checks, data, losses
 from keras_ssl.algorithms.base import Algorithm, as_unlabeled_loss
 from keras_ssl.pseudo_table import PseudoLabelTable, TableRefresh
 
-LABELED = data.LABELED
+LABELED = augment.LABELED
 SSL_METRICS = ("sup_loss", "unsup_loss")
 
 
@@ -352,8 +352,8 @@ class SemiSupervisedModel(keras.Model):
         if labeled and labeled_view is not None:
             result[LABELED] = labeled_view(ops.cast(inputs[LABELED], "float32"),
                                            training=True)
-        if data.UNLABELED in inputs:
-            images = ops.cast(inputs[data.UNLABELED], "float32")
+        if augment.UNLABELED in inputs:
+            images = ops.cast(inputs[augment.UNLABELED], "float32")
             for name in names:
                 if name not in result:
                     result[name] = views[name](images, training=True)
@@ -394,8 +394,8 @@ class SemiSupervisedModel(keras.Model):
             if separate:
                 logits.update(self._target_logits(x, separate))
             teacher_logits = self._teacher_logits(x)
-            if isinstance(x, dict) and data.UNLABELED_TARGETS in x:
-                table = ops.clip(ops.cast(x[data.UNLABELED_TARGETS], "float32"), 1e-7, 1.0)
+            if isinstance(x, dict) and augment.UNLABELED_TARGETS in x:
+                table = ops.clip(ops.cast(x[augment.UNLABELED_TARGETS], "float32"), 1e-7, 1.0)
                 teacher_logits = {**teacher_logits, "table": ops.log(table)}
             unsup_loss, metrics, pseudo = as_unlabeled_loss(
                 self.algorithm.unlabeled_loss(logits, teacher_logits, step)
@@ -409,7 +409,7 @@ class SemiSupervisedModel(keras.Model):
                 self._track("unsup_loss", unsup_loss)
                 for name, value in metrics.items():
                     self._track(name, value)
-                truth = x.get(data.UNLABELED_LABELS) if isinstance(x, dict) else None
+                truth = x.get(augment.UNLABELED_LABELS) if isinstance(x, dict) else None
                 if truth is not None and pseudo is not None:
                     correct = ops.equal(
                         ops.cast(pseudo, "int32"), ops.cast(truth, "int32")
