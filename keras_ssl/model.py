@@ -9,6 +9,7 @@ distribution stay Keras's own.
 """
 
 import contextlib
+import types
 import warnings
 
 import keras
@@ -146,7 +147,7 @@ class SemiSupervisedModel(keras.Model):
     def __init__(self, model, algorithm=None, unlabeled_ratio=7, value_range=None,
                  outputs="auto", augment_labeled=True, ema_teacher=None,
                  augment_on_device=False, ema_decay="auto", ema_warmup=True,
-                 target_pass="joint", **kwargs):
+                 target_pass="joint", unlabeled_memory_gb=data.DEFAULT_MEMORY_GB, **kwargs):
         super().__init__(**kwargs)
         checks.check_wrapped_model(model)
         checks.check_unlabeled_ratio(unlabeled_ratio)
@@ -215,6 +216,16 @@ class SemiSupervisedModel(keras.Model):
         # state is model state (updated every step, also under jax.jit).
         self.augment_on_device = augment_on_device
         self._jit_requested = "auto"
+        if isinstance(unlabeled_memory_gb, bool) or not float(unlabeled_memory_gb) > 0:
+            raise ValueError(
+                "SemiSupervisedModel(unlabeled_memory_gb=...) must be > 0 (GiB); "
+                f"received {unlabeled_memory_gb!r}."
+            )
+        self.unlabeled_memory_gb = float(unlabeled_memory_gb)
+        # Why the algorithm is the one it is (set at each fit with unlabeled
+        # images), and the last unlabeled source read into an ImageStore.
+        self.algorithm_reason = None if self._default_algorithm else "chosen by the user"
+        self._stores = _Untracked(source=None, store=None)
 
     # ------------------------------------------------------------------ build
 
@@ -546,7 +557,7 @@ class SemiSupervisedModel(keras.Model):
             class_weight=class_weight, steps_per_epoch=steps_per_epoch, epochs=epochs,
             initial_epoch=initial_epoch, validation_split=validation_split,
             validation_data=validation_data, validation_steps=validation_steps,
-            validation_freq=validation_freq,
+            validation_freq=validation_freq, verbose=1 if verbose == "auto" else verbose,
         )
         dataset = self._prepare(inputs)
         callbacks = list(callbacks or [])
@@ -587,29 +598,75 @@ class SemiSupervisedModel(keras.Model):
     def _choose_default_algorithm(self, x, unlabeled):
         """With `algorithm=None`: the default that suits how the unlabeled images come.
 
-        `SelfTraining` keeps a pseudo-label per image, so it needs them as an
-        array; a stream of them (a dataset, `PyDataset`, generator, or a
-        zipped labeled+unlabeled dataset) gets `STREAM_DEFAULT` (FixMatch).
-        A supervised `fit` (no unlabeled images) changes nothing.
+        `SelfTraining` keeps a pseudo-label per image, so it needs them all
+        in memory: an array, or any finite source read once into an
+        `ImageStore` (a finite `tf.data.Dataset`, the unlabeled part of a
+        zipped one, a `PyDataset`, a generator, a folder's dataset). An
+        endless stream gets `STREAM_DEFAULT` (FixMatch). A supervised `fit`
+        (no unlabeled images) changes nothing. `algorithm_reason` says why.
         """
         if not self._default_algorithm:
             return
         try:
-            if unlabeled is not None:
-                streamed = data.input_kind(unlabeled, "unlabeled") != "array"
-            elif data.input_kind(x, "x") == "zipped":
-                streamed = True
-            else:
-                return
+            source = _unlabeled_source(x, unlabeled)
         except checks.InputError:
             return  # `data.read` reports the bad input
+        if source is _NO_UNLABELED:
+            return
+        if source is not None and data.can_store(source):
+            self._use_default(False, "the default: every unlabeled image fits a "
+                                     "pseudo-label table")
+        else:
+            self._use_default(True, "the default for an endless unlabeled stream, which "
+                                    "a pseudo-label table cannot hold")
+
+    def _use_default(self, streamed, reason):
         wanted = algorithms.default(streamed=streamed)
+        self.algorithm_reason = reason
         if type(wanted) is type(self.algorithm):
             return
         self.algorithm = wanted
         self.train_function = None  # the step was traced for the other algorithm
 
-    def _read(self, x, y=None, **kwargs):
+    def _table_inputs(self, x, unlabeled, verbose):
+        """For a table algorithm: `(x, unlabeled)` with the unlabeled images in memory.
+
+        A stream is read once into an `ImageStore` (kept for the next `fit`
+        with the same source); a zipped dataset is split into its labeled
+        part and its unlabeled images. If the source cannot be stored and
+        the algorithm is the default, FixMatch takes over with a warning.
+        """
+        source = _unlabeled_source(x, unlabeled)
+        if source is _NO_UNLABELED or source is None or checks.is_array(source):
+            return x, unlabeled
+        zipped = unlabeled is None
+        try:
+            if self._stores.source is source:
+                store = self._stores.store
+            else:
+                store = data.ImageStore.read(source, memory_gb=self.unlabeled_memory_gb,
+                                             verbose=verbose)
+                self._stores = _Untracked(source=source, store=store)
+        except data.StoreError as error:
+            rereadable = not isinstance(source, types.GeneratorType)
+            if not (self._default_algorithm and rereadable):
+                raise
+            self._use_default(True, "the fallback for unlabeled images that a "
+                                    "pseudo-label table cannot hold")
+            warnings.warn(
+                f"{error} keras-ssl falls back to FixMatch(threshold=0.8), which streams "
+                "the images; it costs about twice the compute per step of self-training "
+                "and, on the CIFAR-10 protocol, is less accurate (BENCHMARKS.md).",
+                stacklevel=3,
+            )
+            return x, unlabeled
+        if verbose:
+            _print(f"keras-ssl: {store.describe()}.")
+        if zipped:
+            return data.split_zipped(x)[0], store.images
+        return x, store.images
+
+    def _read(self, x, y=None, verbose=0, **kwargs):
         """Step 1: read and check every input (`keras_ssl.data.read`)."""
         checks.check_compiled(getattr(self, "compiled", False))
         self._choose_default_algorithm(x, kwargs.get("unlabeled"))
@@ -626,6 +683,12 @@ class SemiSupervisedModel(keras.Model):
                 "Without TensorFlow, fit(class_weight=...) is not supported; pass "
                 "sample_weight= instead."
             )
+        if getattr(self.algorithm, "uses_table", False) and not array_feed:
+            x, kwargs["unlabeled"] = self._table_inputs(x, kwargs.get("unlabeled"), verbose)
+        has_unlabeled = kwargs.get("unlabeled") is not None or data.is_zipped(x)
+        if has_unlabeled and verbose:
+            _print(f"keras-ssl: {type(self.algorithm).__name__} "
+                   f"({self.algorithm_reason or 'chosen by the user'}).")
         return data.read(
             x, y, unlabeled_ratio=self.unlabeled_ratio, array_feed=array_feed,
             value_range=self.value_range,
@@ -906,6 +969,7 @@ class SemiSupervisedModel(keras.Model):
             "ema_decay": self.ema_decay,
             "ema_warmup": self.ema_warmup,
             "target_pass": self.target_pass,
+            "unlabeled_memory_gb": self.unlabeled_memory_gb,
         })
         return config
 
@@ -1007,3 +1071,23 @@ def _distribution_scope(model):
     return strategy.scope()
 
 
+
+
+_NO_UNLABELED = object()
+
+
+def _unlabeled_source(x, unlabeled):
+    """The unlabeled images `fit` received: `unlabeled`, the unlabeled part of a
+    zipped `x` (None when it cannot be taken apart), or `_NO_UNLABELED`."""
+    if unlabeled is not None:
+        return unlabeled
+    if data.input_kind(x, "x") != "zipped":
+        return _NO_UNLABELED
+    parts = data.split_zipped(x)
+    return None if parts is None else parts[1]
+
+
+def _print(message):
+    from keras.src.utils import io_utils
+
+    io_utils.print_msg(message)
