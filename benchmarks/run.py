@@ -148,10 +148,13 @@ def run_one(args, split, method_spec, seed, steps, make_net=None, label=None):
     if warm_epochs:
         model.fit(x, y, batch_size=batch_size, epochs=warm_epochs,
                   steps_per_epoch=per_epoch, callbacks=[timer], verbose=args.verbose)
+    inputs = {"x": x, "y": y, "unlabeled": unlabeled if use_unlabeled else None,
+                  "unlabeled_labels": split["y_unl"] if use_unlabeled else None,
+                  "batch_size": batch_size}
+    if getattr(args, "input", "array") != "array" and use_unlabeled:
+        inputs = _as_streams(args.input, inputs, seed, args.ratio)
     history = model.fit(
-        x, y, unlabeled=unlabeled if use_unlabeled else None,
-        unlabeled_labels=split["y_unl"] if use_unlabeled else None,
-        batch_size=batch_size, epochs=epochs, initial_epoch=warm_epochs,
+        **inputs, epochs=epochs, initial_epoch=warm_epochs,
         steps_per_epoch=per_epoch, callbacks=[timer], verbose=args.verbose,
     )
     logs = {k: float(v[-1]) for k, v in history.history.items()}
@@ -190,6 +193,27 @@ def run_one(args, split, method_spec, seed, steps, make_net=None, label=None):
           + (f", pseudo-label accuracy {result['pseudo_label_accuracy']:.3f}"
              if result["pseudo_label_accuracy"] is not None else ""), flush=True)
     return result
+
+
+def _as_streams(kind, inputs, seed, ratio):
+    """fit's inputs as a user with a tf.data pipeline passes them.
+
+    "tfdata": a shuffled, batched labeled dataset and a batched unlabeled
+    dataset; "zipped": `Dataset.zip((labeled.repeat(), unlabeled))`, the
+    unlabeled images shuffled, repeated and batched at `ratio` per labeled
+    image (no monitoring labels: a zipped stream has none).
+    """
+    import tensorflow as tf
+
+    batch = inputs["batch_size"]
+    labeled = tf.data.Dataset.from_tensor_slices((inputs["x"], inputs["y"]))
+    labeled = labeled.shuffle(len(inputs["x"]), seed=seed).batch(batch)
+    images = tf.data.Dataset.from_tensor_slices(inputs["unlabeled"])
+    if kind == "tfdata":
+        return {"x": labeled, "unlabeled": images.batch(256),
+                    "unlabeled_labels": inputs["unlabeled_labels"]}
+    unlabeled = images.shuffle(len(inputs["unlabeled"]), seed=seed).repeat()
+    return {"x": tf.data.Dataset.zip((labeled.repeat(), unlabeled.batch(batch * ratio)))}
 
 
 def _steady_rate(timer, per_epoch):
@@ -286,6 +310,9 @@ def main(argv=None):
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--out", default="results/bench")
     p.add_argument("--verbose", type=int, default=0)
+    p.add_argument("--input", choices=["array", "tfdata", "zipped"], default="array",
+                   help="how fit gets the SSL methods' data: numpy arrays, tf.data "
+                   "datasets, or one zipped (labeled, unlabeled) dataset")
     args = p.parse_args(argv)
     cifar = args.dataset == "cifar10"
     args.optimizer = args.optimizer or ("sgd" if cifar else "adam")
@@ -327,7 +354,8 @@ def main(argv=None):
         results += seed_results
     table = summarize(results)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{args.dataset}_{args.labels}labels")
+    stem = os.path.join(args.out, f"{args.dataset}_{args.labels}labels"
+                        + ("" if args.input == "array" else f"_{args.input}"))
     with open(stem + ".json", "w") as f:
         json.dump({"args": vars(args), "table": table, "runs": results}, f, indent=2)
     plot(table, stem + ".png", f"{args.dataset}, {args.labels} labels")

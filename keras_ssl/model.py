@@ -619,6 +619,14 @@ class SemiSupervisedModel(keras.Model):
         else:
             self._use_default(True, "the default for an endless unlabeled stream, which "
                                     "a pseudo-label table cannot hold")
+            warnings.warn(
+                "The unlabeled images come as an endless stream (a dataset that repeats "
+                "with a transformation after the repeat, or a PyDataset without a "
+                "length), which a pseudo-label table cannot hold: keras-ssl uses "
+                f"FixMatch(threshold=0.8) instead of its default. {_FALLBACK_COST} Pass "
+                "a finite stream (before .repeat()) or an array to get the default.",
+                stacklevel=4,
+            )
 
     def _use_default(self, streamed, reason):
         wanted = algorithms.default(streamed=streamed)
@@ -655,8 +663,7 @@ class SemiSupervisedModel(keras.Model):
                                     "pseudo-label table cannot hold")
             warnings.warn(
                 f"{error} keras-ssl falls back to FixMatch(threshold=0.8), which streams "
-                "the images; it costs about twice the compute per step of self-training "
-                "and, on the CIFAR-10 protocol, is less accurate (BENCHMARKS.md).",
+                f"the images. {_FALLBACK_COST}",
                 stacklevel=3,
             )
             return x, unlabeled
@@ -1074,6 +1081,12 @@ def _distribution_scope(model):
 
 
 _NO_UNLABELED = object()
+_FALLBACK_COST = (
+    "A FixMatch step costs about twice a self-training step (it also runs a weak view "
+    "of every unlabeled image), and on the CIFAR-10 protocol of BENCHMARKS.md it is "
+    "less accurate than self-training and than supervised training for the same wall "
+    "time."
+)
 
 
 def _unlabeled_source(x, unlabeled):

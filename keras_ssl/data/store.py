@@ -199,15 +199,36 @@ def split_zipped(dataset):
     return labeled, _finite(unlabeled) or unlabeled
 
 
+# Transformations that an endless dataset may have after its `.repeat()`
+# and that the table does not need: it batches, shuffles and repeats by
+# drawing. Anything else (a `map` after the repeat) keeps the dataset out.
+_PASS_THROUGH = ("_RepeatDataset", "_BatchDataset", "_ParallelBatchDataset",
+                 "_ShuffleDataset", "_PrefetchDataset", "_UnbatchDataset")
+
+
 def _finite(dataset):
-    """`dataset`, or the finite dataset inside an endless `.repeat()`, or None."""
-    cardinality = int(dataset.cardinality())
-    if cardinality >= 0 or cardinality == int(tf.data.UNKNOWN_CARDINALITY):
-        return dataset
-    inner = getattr(dataset, "_input_dataset", None)  # tf.data's _RepeatDataset
-    if inner is not None and type(dataset).__name__ == "_RepeatDataset":
-        return _finite(inner)
-    return None
+    """A finite dataset of the same images: `dataset` itself, or for an endless
+    one the finite dataset under its `.repeat()` (`.shuffle().repeat().batch()`
+    and the like), or None."""
+    infinite = int(tf.data.INFINITE_CARDINALITY)
+    if int(dataset.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY) and _repeats(dataset):
+        return None  # e.g. `.repeat().filter(...)`: endless, its length unknown
+    while int(dataset.cardinality()) == infinite:
+        if type(dataset).__name__ not in _PASS_THROUGH:
+            return None
+        dataset = getattr(dataset, "_input_dataset", None)  # tf.data's unary datasets
+        if dataset is None:
+            return None
+    return dataset
+
+
+def _repeats(dataset):
+    """Whether an endless `.repeat()` lies under `dataset` (unary datasets only)."""
+    while dataset is not None:
+        if int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
+            return True
+        dataset = getattr(dataset, "_input_dataset", None)
+    return False
 
 
 def _is_iterable(source):
