@@ -22,7 +22,7 @@ def _demo(args):
         for method in methods:
             r = demo.train_digits(method, args.labels_per_class, args.steps, seed,
                                   threshold=args.threshold, data=data_by_seed[seed],
-                                  verbose=args.verbose)
+                                  verbose=args.verbose, source=args.source)
             print(f"  seed {seed} {method:>12}: test accuracy {r['accuracy']:.3f} "
                   f"in {r['seconds']:.1f} s", flush=True)
             results.append(r)
@@ -30,9 +30,10 @@ def _demo(args):
     print()
     print(demo.markdown_table(table))
     os.makedirs(args.out, exist_ok=True)
-    png = demo.bar_chart(table, os.path.join(args.out, "demo_digits.png"),
+    stem = "demo_digits" + ("" if args.source == "array" else f"_{args.source}")
+    png = demo.bar_chart(table, os.path.join(args.out, f"{stem}.png"),
                          f"digits, {n_lab} labels, {args.steps} steps")
-    out_json = os.path.join(args.out, "demo_digits.json")
+    out_json = os.path.join(args.out, f"{stem}.json")
     with open(out_json, "w") as f:
         json.dump({"table": table, "runs": results, "args": vars(args)}, f, indent=2)
     print(f"\nwrote {png} and {out_json}")
@@ -63,6 +64,22 @@ def _predict(args):
     return 0
 
 
+def _evaluate(args):
+    from keras_ssl import runner
+
+    names = None if args.classes is None else args.classes.split(",")
+    scores = runner.evaluate_folder(args.model, args.labeled_dir, class_names=names)
+    print(f"keras-ssl evaluate: accuracy {scores['accuracy']:.4f} on {scores['images']} "
+          f"images of {args.labeled_dir}")
+    for name, value in scores["per_class"].items():
+        print(f"  {name:>20}: " + ("no images" if value is None else f"{value:.4f}"))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(scores, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="keras-ssl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +92,11 @@ def main(argv=None):
                            "default algorithm) and names of keras_ssl.algorithms.names()")
     demo.add_argument("--threshold", type=float, default=0.95,
                       help="threshold of the 'fixmatch' method (not of 'default')")
+    demo.add_argument("--source", default="array",
+                      choices=["array", "tfdata", "generator", "zipped"],
+                      help="how fit gets the images: numpy arrays (default), tf.data "
+                           "datasets, a generator of unlabeled batches, or one zipped "
+                           "tf.data dataset")
     demo.add_argument("--out", default="results", help="folder for the PNG and JSON")
     demo.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
     train = sub.add_parser(
@@ -109,11 +131,18 @@ def main(argv=None):
     predict.add_argument("--out", default="predictions.csv")
     predict.add_argument("--classes", help="comma-separated class names (default: "
                                            "class_names.json beside the model)")
+    evaluate = sub.add_parser("evaluate", help="accuracy, per class, of a trained model on "
+                                               "a labeled folder it never saw")
+    evaluate.add_argument("model", help="model.keras written by keras-ssl train")
+    evaluate.add_argument("labeled_dir", help="one sub-folder of images per class")
+    evaluate.add_argument("--classes", help="comma-separated class names (default: "
+                                            "class_names.json beside the model)")
+    evaluate.add_argument("--out", help="also write the scores and confusion matrix as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_ssl.checks import InputError
 
-    commands = {"demo": _demo, "train": _train, "predict": _predict}
+    commands = {"demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate}
     try:
         return commands[args.command](args)
     except InputError as error:

@@ -57,7 +57,7 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=32):
 
 
 def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
-                 threshold=0.95, verbose=0, data=None):
+                 threshold=0.95, verbose=0, data=None, source="array"):
     """Train one method on digits and return `{"accuracy", "seconds", ...}`.
 
     `method` is "supervised", "default" (the library's default algorithm,
@@ -66,6 +66,9 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     `threshold` applies to FixMatch). All methods share the model,
     optimizer, labeled augmentation (translation, no flip) and number of
     steps. The result names the algorithm and its settings ("algorithm").
+    `source` is how `fit` gets the images: "array" (numpy), "tfdata"
+    (`tf.data` datasets), "generator" (a generator of unlabeled batches
+    beside labeled arrays) or "zipped" (one zipped `tf.data` dataset).
     """
     import keras_ssl
 
@@ -83,13 +86,10 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     model.compile(optimizer=keras.optimizers.Adam(schedule), metrics=["accuracy"])
     epochs = 10
     start = time.perf_counter()
-    history = model.fit(
-        x_lab, y_lab,
-        unlabeled=None if method == "supervised" else x_unl,
-        unlabeled_labels=None if method == "supervised" else y_unl,
-        batch_size=len(x_lab), epochs=epochs, steps_per_epoch=steps // epochs,
-        verbose=verbose,
-    )
+    inputs = _inputs(source, x_lab, y_lab, None if method == "supervised" else x_unl,
+                     None if method == "supervised" else y_unl, seed)
+    history = model.fit(**inputs, epochs=epochs, steps_per_epoch=steps // epochs,
+                        verbose=verbose)
     seconds = time.perf_counter() - start
     accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
     logs = {k: float(v[-1]) for k, v in history.history.items()}
@@ -98,6 +98,30 @@ def train_digits(method="fixmatch", labels_per_class=2, steps=1000, seed=0,
     return {"method": method, "algorithm": described, "seed": seed,
             "accuracy": float(accuracy), "seconds": seconds, "steps": steps,
             "final_logs": logs}
+
+
+def _inputs(source, x, y, unlabeled, unlabeled_labels, seed):
+    """`fit`'s data arguments with the images as `source` gives them."""
+    arrays = {"x": x, "y": y, "unlabeled": unlabeled, "unlabeled_labels": unlabeled_labels,
+              "batch_size": len(x)}
+    if source == "array" or unlabeled is None:
+        return arrays
+    if source == "generator":
+        batches = (unlabeled[i:i + 64] for i in range(0, len(unlabeled), 64))
+        return {**arrays, "unlabeled": batches}
+    import tensorflow as tf
+
+    labeled = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+    labeled = labeled.batch(len(x))
+    images = tf.data.Dataset.from_tensor_slices(unlabeled)
+    if source == "tfdata":
+        return {"x": labeled, "unlabeled": images.batch(64),
+                "unlabeled_labels": unlabeled_labels}
+    if source == "zipped":
+        stream = images.shuffle(len(unlabeled), seed=seed).repeat().batch(7 * len(x))
+        return {"x": tf.data.Dataset.zip((labeled.repeat(), stream))}
+    raise ValueError(f"source must be 'array', 'tfdata', 'generator' or 'zipped'; "
+                     f"received {source!r}.")
 
 
 def summarize(results):

@@ -95,10 +95,10 @@ class TwoPhaseReport:
 
 def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
                   unlabeled_ratio=None, epochs=100, steps_per_epoch=None, batch_size=32,
-                  monitor="val_loss", patience=3, phase2_patience=None, min_delta=0.0,
+                  monitor="val_loss", patience=3, phase2_patience=None, min_delta="auto",
                   optimizer="adam", loss=None, metrics=("accuracy",), ema_decay=None,
                   batchnorm_warmup=True, batchnorm_steps=20, test_data=None,
-                  callbacks=None, verbose=1):
+                  callbacks=None, verbose=1, minutes=None, phase1_share=0.25):
     """Train supervised until a plateau, then semi-supervised, in one call.
 
     The tutorial's flow without assembling the pieces: wrap the classifier
@@ -149,7 +149,10 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             judge a plateau.
         batch_size: labeled batch size. Default 32.
         monitor, patience, phase2_patience, min_delta: as in
-            `PlateauPhaseSwitch`. Defaults `"val_loss"`, 3, None, 0. The
+            `PlateauPhaseSwitch`. Defaults `"val_loss"`, 3, None, `"auto"`
+            (for an accuracy monitor, one binomial standard error of the
+            validation accuracy: a small validation split's noise is not
+            taken for progress; 0 for a loss). The
             unlabeled loss pays late (once the teacher is confident on many
             images) and the validation loss is noisy: give phase 2 a longer
             patience than phase 1, and consider `monitor="val_accuracy"`. In
@@ -166,6 +169,16 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         callbacks: more Keras callbacks (e.g. `CSVLogger(append=True)`); they
             are passed to both phases' `fit` calls.
         verbose: passed to `fit` and the phase messages. Default 1.
+        minutes: a wall-time budget for the whole call (both phases and the
+            final evaluation), or None. With it, phase 1 ends at its plateau
+            or when `phase1_share` of the budget is spent, whichever comes
+            first, and phase 2 trains until the budget is spent (its plateau
+            rule is off unless `phase2_patience` is given); training stops
+            mid-epoch when the time is up, and the best weights are restored
+            only if the last epoch is worse than them by more than
+            `min_delta`.
+        phase1_share: the largest share of `minutes` phase 1 may take.
+            Default 0.25.
 
     Returns:
         A `TwoPhaseReport`.
@@ -199,10 +212,23 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         ssl.compile(optimizer=optimizer, loss=loss,
                     metrics=list(metrics) if metrics else None)
 
+    start = time.perf_counter()
+    if minutes is not None and not float(minutes) > 0:
+        raise ValueError(f"fit_two_phase(minutes=...) must be > 0; received {minutes!r}.")
+    if not 0.0 < float(phase1_share) < 1.0:
+        raise ValueError(
+            f"fit_two_phase(phase1_share=...) must be in (0, 1); received {phase1_share!r}."
+        )
+    delta = {"min_delta": min_delta}
+    if min_delta == "auto":
+        size = _count_images(validation_data) if "acc" in str(monitor) else None
+        delta = {"min_delta": "auto", "validation_size": size} if size else {"min_delta": 0}
+    if minutes is not None and phase2_patience is None:
+        phase2_patience = 10 ** 9  # phase 2 runs until the budget is spent
     switch = ssl_callbacks.PlateauPhaseSwitch(
         monitor=monitor, patience=patience, phase2_patience=phase2_patience,
-        min_delta=min_delta, restore_best_weights=True, stop_at_switch=True,
-        verbose=1 if verbose else 0,
+        restore_best_weights=True, stop_at_switch=True, verbose=1 if verbose else 0,
+        **delta,
     )
     # An algorithm with a pseudo-label table (SelfTraining, the default for
     # array inputs) trains mostly on strong views, and labels and scores best
@@ -233,22 +259,34 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             items.append(warm2 if last_phase else warm)
         return items + list(callbacks or [])
 
-    start = time.perf_counter()
+    def budget(share):
+        """A TimeLimit for `share` of what is left of `minutes` (none without it)."""
+        if minutes is None:
+            return []
+        # Kept back for the final statistics and evaluation.
+        left = 0.97 * float(minutes) - (time.perf_counter() - start) / 60.0
+        return [ssl_callbacks.TimeLimit(max(left * share, 1e-3), verbose=0, mid_epoch=True)]
+
     # Phase 1 is a fit without the unlabeled images: supervised steps, which
     # cost a fraction of an SSL step. The switch ends it at the plateau
     # (best weights restored, unlabeled loss on); phase 2 is a second fit,
     # with them, continuing the epoch count.
     first = ssl.fit(
         x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data, callbacks=chain(False), verbose=verbose,
+        validation_data=validation_data, callbacks=chain(False) + budget(phase1_share if unlabeled is not None else 1.0),
+        verbose=verbose,
     )
     logs = {k: list(v) for k, v in first.history.items()}
     done = len(next(iter(logs.values()), []))
-    if switch.switch_epoch is not None and done < epochs:
+    if minutes is not None and unlabeled is not None and switch.switch_epoch is None:
+        switch.switch_now()  # phase 1's share of the budget is spent
+    if switch.switch_epoch is not None and done < epochs and (
+            minutes is None or time.perf_counter() - start < 0.95 * 60 * float(minutes)):
         second = ssl.fit(
             x, y, unlabeled=unlabeled, batch_size=batch_size, epochs=epochs,
             initial_epoch=done, steps_per_epoch=steps_per_epoch,
-            validation_data=validation_data, callbacks=chain(True), verbose=verbose,
+            validation_data=validation_data, callbacks=chain(True) + budget(1.0),
+            verbose=verbose,
         )
         for key, values in second.history.items():
             logs.setdefault(key, [None] * done)
@@ -296,6 +334,22 @@ def _warmup_images(x, unlabeled):
             return np.concatenate([x.astype(unlabeled.dtype), unlabeled])
         return unlabeled
     return x if isinstance(x, np.ndarray) else unlabeled
+
+
+def _count_images(data):
+    """Images in validation data: `(x, y)` arrays, or a finite dataset of batches."""
+    if data is None:
+        return None
+    if isinstance(data, (tuple, list)):
+        return len(data[0])
+    try:
+        return int(sum(len(_first(batch)) for batch in data))
+    except TypeError:
+        return None
+
+
+def _first(batch):
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def _evaluate(model, data, batch_size, prefix):

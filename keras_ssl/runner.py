@@ -18,13 +18,14 @@ import time
 import keras
 import numpy as np
 
-from keras_ssl import callbacks as ssl_callbacks
 from keras_ssl import folders, models, plots
 from keras_ssl.checks import InputError
+from keras_ssl.data import ImageStore
 from keras_ssl.recipes import fit_two_phase
 
 MAX_AUTO_SIDE = 128  # larger images are resized to this by default (CPU budgets)
 PATIENCE = 5  # epochs without a better validation accuracy before a phase ends
+WRITE_MINUTES = 0.25  # kept back from --minutes to save the model, report and charts
 
 
 def _say(message, verbose):
@@ -117,10 +118,12 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         image_size: int or `(height, width)`; None: the labeled images'
             most common size, at most 128.
         epochs: upper bound on epochs (default 100; plateaus end earlier).
-        minutes: wall-time budget (`callbacks.TimeLimit`), or None.
+        minutes: wall-time budget of the whole call (reading, training, the
+            baseline and writing the outputs), or None. Phase 1 takes at most
+            a quarter of a run's share, phase 2 the rest (`fit_two_phase`).
         baseline: also train the supervised baseline with the same recipe
-            and budget (at most the SSL run's wall time with `minutes`, else
-            its number of epochs).
+            and budget (half of `minutes` each, else the SSL run's number of
+            epochs).
         algorithm: an algorithm name or instance; None for the library's
             default.
         batch_size, unlabeled_ratio: None to choose them from the data.
@@ -146,14 +149,22 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
     if not validation_split:
         raise InputError("train_from_folders needs a validation split (> 0) to detect "
                          "plateaus and report accuracy; pass validation_split=0.2.")
-    data = folders.from_scans(labeled, unlabeled, settings["image_size"], color_mode,
+    data = folders.from_scans(labeled, None, settings["image_size"], color_mode,
                               validation_split, settings["batch_size"], seed=seed)
+    store = None
+    if unlabeled is not None:
+        # Decoded once into memory: the default algorithm's pseudo-label
+        # table draws from every image by index.
+        store = ImageStore.from_files(unlabeled.files, settings["image_size"],
+                                      channels=data.channels, verbose=verbose)
+        _say(f"keras-ssl train: {store.describe()}", verbose)
     if isinstance(algorithm, str) or algorithm is None:
-        algorithm = algorithms.get(algorithm or "fixmatch",
-                                   **({"threshold": 0.8} if algorithm is None else {}),
-                                   flip=flip)
+        algorithm = (algorithms.default(flip=flip) if algorithm is None
+                     else algorithms.get(algorithm, flip=flip))
     settings.update(channels=data.channels, algorithm=repr(algorithm),
-                    epochs=epochs or 100, minutes=minutes, baseline=bool(baseline),
+                    # With a time budget the epochs are not the bound.
+                    epochs=epochs or (10 ** 6 if minutes else 100), minutes=minutes,
+                    baseline=bool(baseline),
                     validation_split=validation_split, seed=seed, flip=bool(flip),
                     labeled_dir=os.fspath(labeled_dir),
                     unlabeled_dir=None if unlabeled_dir is None else os.fspath(unlabeled_dir))
@@ -164,13 +175,28 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         _say(f"  {key:>18}: {settings[key]}", verbose)
 
     input_shape = tuple(settings["image_size"]) + (data.channels,)
-    chain = [ssl_callbacks.TimeLimit(minutes, verbose=verbose)] if minutes else []
+    runs = 2 if baseline else 1
+
+    def minutes_left(share):
+        """`share` of the budget that is left, less what writing the outputs takes."""
+        if not minutes:
+            return None
+        left = minutes - (time.perf_counter() - start) / 60.0 - WRITE_MINUTES
+        if left <= 0:
+            raise InputError(
+                f"--minutes {minutes:g} is spent before training begins (reading the "
+                "images took longer); give more minutes."
+            )
+        return left * share
+
     report = fit_two_phase(
         _build_model(model, input_shape, len(data.class_names)), data.train, None,
-        unlabeled=data.unlabeled, validation_data=data.validation, algorithm=algorithm,
+        unlabeled=None if store is None else store.images,
+        validation_data=data.validation, algorithm=algorithm,
         unlabeled_ratio=settings["unlabeled_ratio"], epochs=settings["epochs"],
         steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
-        monitor="val_accuracy", patience=PATIENCE, callbacks=chain, verbose=verbose,
+        monitor="val_accuracy", patience=PATIENCE, verbose=verbose,
+        minutes=minutes_left(1.0 / runs),
     )
     ssl = report.model
     labels, predictions = _predict_labels(ssl.model, data.validation)
@@ -188,14 +214,13 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         keras.utils.set_random_seed(seed)
         net = _build_model(model, input_shape, len(data.class_names))
         same = type(algorithm).from_config(algorithm.get_config())  # its own state
-        budget = ([ssl_callbacks.TimeLimit(report.wall_time_s / 60.0, verbose=verbose)]
-                  if minutes else [])
         base = fit_two_phase(
             net, data.train, None, unlabeled=None, validation_data=data.validation,
             algorithm=same, unlabeled_ratio=settings["unlabeled_ratio"],
             epochs=settings["epochs"] if minutes else report.epochs_run,
             steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
-            monitor="val_accuracy", patience=PATIENCE, callbacks=budget, verbose=verbose,
+            monitor="val_accuracy", patience=PATIENCE, verbose=verbose,
+            minutes=minutes_left(1.0),
         )
         base_labels, base_predictions = _predict_labels(base.model.model, data.validation)
         results["supervised"] = {
@@ -247,7 +272,9 @@ def _markdown(summary, report):
         lines.append(f"| {key} | {settings[key]} |")
     lines += ["", "## Results (validation split)", "",
               "| method | accuracy | steps | wall time |", "|---|---|---|---|"]
-    names = {"ssl": "semi-supervised (two-phase)", "supervised": "supervised baseline"}
+    names = {"ssl": ("semi-supervised (two-phase)" if settings["unlabeled_dir"]
+                     else "supervised (no unlabeled images)"),
+             "supervised": "supervised baseline"}
     for key, result in results.items():
         lines.append(f"| {names[key]} | {result['val_accuracy']:.1%} | {result['steps']} | "
                      f"{result['seconds']:.0f} s |")
@@ -255,6 +282,13 @@ def _markdown(summary, report):
                    "(plateau detection): an optimistic estimate for both rows; classify a "
                    "held-out folder with `keras-ssl predict` for an unbiased one.")]
     if "supervised" in results:
+        gain = results["ssl"]["val_accuracy"] - results["supervised"]["val_accuracy"]
+        lines += ["", ("**The unlabeled images helped**: " if gain > 0 else
+                       "**The unlabeled images did not help** on this run: ")
+                  + f"{100 * gain:+.1f} points over the supervised baseline on the "
+                  f"validation split ({settings['validation_images']} images, so about "
+                  f"±{100 * _standard_error(results['supervised']['val_accuracy'], settings['validation_images']):.1f} "
+                  "points of noise)."]
         budget = "wall time" if settings["minutes"] else "epochs"
         lines += ["", (f"The baseline ran the same recipe on the same {budget} budget (at "
                        "most), with the same model, augmentation of its labeled images, "
@@ -283,6 +317,96 @@ def _markdown(summary, report):
     return "\n".join(lines)
 
 
+def _load_for_folders(model_path, class_names):
+    """A saved classifier and its class names (given, or `class_names.json` beside it)."""
+    if not os.path.exists(model_path):
+        raise InputError(f"The model file {model_path!r} does not exist.")
+    if class_names is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "class_names.json")
+        if not os.path.exists(path):
+            raise InputError(
+                f"No class_names.json beside {model_path!r}: pass the class names "
+                "(--classes a,b,c) or copy the file written by keras-ssl train."
+            )
+        with open(path) as f:
+            class_names = json.load(f)
+    model = keras.saving.load_model(model_path, compile=False)
+    return model, list(class_names)
+
+
+def _read_images(paths, height, width, channels):
+    mode = "grayscale" if channels == 1 else "rgb"
+    return np.stack([
+        keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode,
+                                                      target_size=(height, width)))
+        for p in paths
+    ])
+
+
+def _probabilities(model, batch):
+    scores = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+    if not (np.all(scores >= 0) and np.allclose(scores.sum(-1), 1.0, atol=1e-3)):
+        scores = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=-1))
+    return scores
+
+
+def _classify(model, paths, batch_size=64):
+    """Class probabilities of image files, read at the model's input size."""
+    height, width, channels = (int(v) for v in model.inputs[0].shape[1:])
+    out = [_probabilities(model, _read_images(paths[b:b + batch_size], height, width,
+                                              channels))
+           for b in range(0, len(paths), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def evaluate_folder(model_path, labeled_dir, class_names=None, batch_size=64):
+    """Accuracy of a saved classifier on a labeled folder (one sub-folder per class).
+
+    The unbiased score of a `keras-ssl train` run: a folder it never saw.
+
+    Example:
+
+    ```python
+    scores = keras_ssl.runner.evaluate_folder("run1/model.keras", "photos/test")
+    scores["accuracy"], scores["per_class"]
+    ```
+
+    Args:
+        model_path: a `.keras` model taking raw 0-255 pixels.
+        labeled_dir: one sub-folder per class, named as the model's classes.
+        class_names: the model's class names in output order; None reads
+            `class_names.json` beside the model.
+        batch_size: images per forward pass.
+
+    Returns:
+        A dict: `accuracy`, `images`, `per_class` (name -> accuracy or None
+        for a class without images), `confusion` (rows: true class, columns:
+        predicted, in `class_names` order) and `class_names`.
+    """
+    model, class_names = _load_for_folders(model_path, class_names)
+    scan = folders.scan(labeled_dir, labeled=True)
+    unknown = sorted(set(scan.class_names) - set(class_names))
+    if unknown:
+        raise InputError(
+            f"The folder {labeled_dir!r} has classes the model does not know: {unknown}; "
+            f"the model's classes are {class_names}."
+        )
+    truth = np.asarray([class_names.index(scan.class_names[i]) for i in scan.labels])
+    predicted = np.argmax(_classify(model, scan.files, batch_size), axis=-1)
+    count = len(class_names)
+    confusion = np.zeros((count, count), "int64")
+    np.add.at(confusion, (truth, predicted), 1)
+    per_class = {name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum()
+                        else None) for i, name in enumerate(class_names)}
+    return {"accuracy": float(np.mean(truth == predicted)), "images": len(truth),
+            "per_class": per_class, "confusion": confusion.tolist(),
+            "class_names": class_names}
+
+
+def _standard_error(accuracy, count):
+    return float(np.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(count, 1)))
+
+
 def predict_folder(model_path, images_dir, out_csv, class_names=None, batch_size=64):
     """Classify every image file under `images_dir`; write `path,class,probability`.
 
@@ -298,35 +422,13 @@ def predict_folder(model_path, images_dir, out_csv, class_names=None, batch_size
     Returns:
         The number of rows written.
     """
-    if class_names is None:
-        path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "class_names.json")
-        if not os.path.exists(path):
-            raise InputError(
-                f"No class_names.json beside {model_path!r}: pass the class names "
-                "(--classes a,b,c) or copy the file written by keras-ssl train."
-            )
-        with open(path) as f:
-            class_names = json.load(f)
-    if not os.path.exists(model_path):
-        raise InputError(f"The model file {model_path!r} does not exist.")
-    model = keras.saving.load_model(model_path, compile=False)
-    height, width, channels = (int(v) for v in model.inputs[0].shape[1:])
+    model, class_names = _load_for_folders(model_path, class_names)
     scan = folders.scan(images_dir, labeled=False)
-    mode = "grayscale" if channels == 1 else "rgb"
+    scores = _classify(model, scan.files, batch_size)
     rows = []
-    for begin in range(0, len(scan.files), batch_size):
-        paths = scan.files[begin:begin + batch_size]
-        batch = np.stack([
-            keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode,
-                                                          target_size=(height, width)))
-            for p in paths
-        ])
-        scores = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
-        if not (np.all(scores >= 0) and np.allclose(scores.sum(-1), 1.0, atol=1e-3)):
-            scores = keras.ops.convert_to_numpy(keras.ops.softmax(scores, axis=-1))
-        for path, row in zip(paths, scores):
-            best = int(np.argmax(row))
-            rows.append((path, class_names[best], float(row[best])))
+    for path, row in zip(scan.files, scores):
+        best = int(np.argmax(row))
+        rows.append((path, class_names[best], float(row[best])))
     with open(out_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "class", "probability"])

@@ -1,5 +1,6 @@
 """`PlateauPhaseSwitch`: supervised until a plateau, then SSL until a plateau."""
 
+import math
 import warnings
 
 from keras import ops
@@ -63,7 +64,16 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         monitor: quantity to monitor. Default `"val_loss"`.
         patience: epochs without improvement that end a phase. Default 3.
         min_delta: smallest change that counts as an improvement.
-            Default 0.
+            Default 0. `"auto"` (needs `validation_size`): for an accuracy
+            monitor, one binomial standard error of the best value,
+            `sqrt(p (1 - p) / validation_size)`: on 200 validation images
+            at 50 % accuracy that is 3.5 points, larger than most
+            epoch-to-epoch changes, which a delta of 0 would count as
+            progress; 0 for other monitors. At the end of training the best
+            weights are restored only if the last epoch is worse than the
+            best by more than this delta.
+        validation_size: images in the validation data, for
+            `min_delta="auto"`.
         mode: `"auto"`, `"min"` or `"max"`, as in `keras.callbacks.EarlyStopping`.
         baseline: a value phase 1 must beat before its best is counted, or
             None. Default None.
@@ -84,8 +94,18 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
 
     def __init__(self, monitor="val_loss", patience=3, min_delta=0, mode="auto",
                  baseline=None, restore_best_weights=True, start_from_epoch=0,
-                 phase2_patience=None, stop_at_switch=False, verbose=1):
-        super().__init__(monitor, mode, baseline=baseline, min_delta=min_delta)
+                 phase2_patience=None, stop_at_switch=False, verbose=1,
+                 validation_size=None):
+        self.auto_delta = min_delta == "auto"
+        if self.auto_delta and (isinstance(validation_size, bool) or not isinstance(
+                validation_size, int) or validation_size < 1):
+            raise ValueError(
+                "PlateauPhaseSwitch(min_delta='auto') needs validation_size=, the number "
+                f"of validation images (an integer >= 1); received {validation_size!r}."
+            )
+        self.validation_size = validation_size
+        super().__init__(monitor, mode, baseline=baseline,
+                         min_delta=0 if self.auto_delta else min_delta)
         for name, value in (("patience", patience), ("start_from_epoch", start_from_epoch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(
@@ -112,6 +132,7 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
 
     def _reset(self):
         self.phase = None
+        self.last_value = None
         self.best = self.baseline
         self.best_epoch = None
         self.best_phase = None
@@ -190,6 +211,8 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
             return
         if epoch - self.phase_start_epoch < self.start_from_epoch:
             return
+        self.last_value = current
+        self._update_auto_delta(current)
         if self._is_improvement(current, self.best):
             self.best = current
             self.best_epoch = epoch
@@ -207,12 +230,53 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
                     self._stop(epoch)
                 return
         last = (self.params or {}).get("epochs")
-        if (last is not None and epoch + 1 >= last and self.best_epoch != epoch
+        if (last is not None and epoch + 1 >= last and self._worse_than_best(current)
                 and self._restore_best()):
             # Out of epochs before a plateau: still finish on the best weights
             # (here, before any on_train_end, e.g. EMATeacher's).
             self._say(f"Epoch {epoch + 1}: PlateauPhaseSwitch: last epoch; restored the "
                       f"best weights (epoch {self.best_epoch + 1}, phase {self.best_phase}).")
+
+    def on_train_end(self, logs=None):
+        # Stopped by something else (a TimeLimit, a user's callback) before
+        # the last epoch: still finish on the best weights when the last
+        # epoch is worse than them.
+        if (self.stop_at_switch and self._continuing) or self.stopped_epoch is not None:
+            return
+        last = (self.params or {}).get("epochs")
+        epoch = max(self.phases) if self.phases else None
+        if (epoch is None or last is None or epoch + 1 >= last
+                or not self._worse_than_best(getattr(self, "last_value", None))):
+            return
+        if self._restore_best():
+            self._say(f"PlateauPhaseSwitch: training stopped after epoch {epoch + 1}; "
+                      f"restored the best weights (epoch {self.best_epoch + 1}, phase "
+                      f"{self.best_phase}).")
+
+    def switch_now(self):
+        """Begin phase 2 now (e.g. when phase 1's share of a time budget is spent).
+
+        As at a plateau: the best weights are restored, the unlabeled loss
+        is turned on and, with `stop_at_switch`, the state carries into the
+        next `fit`.
+        """
+        if self.phase == SEMI_SUPERVISED:
+            return
+        epoch = max(self.phases) if self.phases else 0
+        self._switch(epoch, reason="phase 1's time is spent")
+
+    def _update_auto_delta(self, current):
+        if not self.auto_delta or "acc" not in self.monitor:
+            return
+        p = min(max(float(self.best if self.best is not None else current), 0.0), 1.0)
+        delta = math.sqrt(p * (1.0 - p) / self.validation_size)
+        self.min_delta = delta if self.monitor_op == ops.greater else -delta
+
+    def _worse_than_best(self, current):
+        """Whether `current` is worse than the best value by more than `min_delta`."""
+        if current is None or self.best is None or self.best_epoch is None:
+            return False
+        return bool(self.monitor_op(self.best - self.min_delta, current))
 
     def _restore_best(self):
         if self.restore_best_weights and self.best_weights is not None:
@@ -221,7 +285,7 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
             return True
         return False
 
-    def _switch(self, epoch):
+    def _switch(self, epoch, reason=None):
         restored = self._restore_best()
         self.model.unlabeled_loss_scale.assign(1.0)
         self.phase = SEMI_SUPERVISED
@@ -232,9 +296,10 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
             self.model.stop_training = True
             self._continuing = True
         waited, self.wait = self.wait, 0
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        why = reason or f"{self.monitor} has not improved for {waited} epoch(s)"
         self._say(
-            f"Epoch {epoch + 1}: PlateauPhaseSwitch: {self.monitor} has not improved "
-            f"for {waited} epoch(s) (best {self.best:.4f} at epoch "
+            f"Epoch {epoch + 1}: PlateauPhaseSwitch: {why} (best {best} at epoch "
             f"{self.best_epoch + 1 if self.best_epoch is not None else '-'})"
             + ("; best weights restored" if restored else "")
             + "; phase 2: unlabeled loss on."

@@ -8,12 +8,15 @@ from keras_ssl.callbacks import _state
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops `fit` at the end of the first epoch that ends after `minutes`.
+    """Stops `fit` when a wall-clock budget is spent: at the end of the epoch, or mid-epoch.
 
     A budget in time rather than epochs, for a fair comparison of methods
     whose steps cost differently (the same minutes for the supervised
-    baseline and for SSL), or to fit a run into a slot. The epoch in progress
-    is finished (its validation and checkpoints run as usual).
+    baseline and for SSL), or to fit a run into a slot. By default the epoch
+    in progress is finished; with `mid_epoch=True` training stops after the
+    first step that ends past the budget, so that long epochs do not
+    overrun it (Keras still runs that epoch's validation and its epoch-end
+    callbacks).
 
     Example:
 
@@ -25,20 +28,27 @@ class TimeLimit(keras.callbacks.Callback):
     Args:
         minutes: the budget, counted from `on_train_begin`.
         verbose: print a line when it stops training.
+        mid_epoch: also stop inside an epoch. Default False.
     """
 
-    def __init__(self, minutes, verbose=1):
+    def __init__(self, minutes, verbose=1, mid_epoch=False):
         super().__init__()
         if isinstance(minutes, bool) or not float(minutes) > 0:
             raise ValueError(f"TimeLimit(minutes=...) must be > 0; received {minutes!r}.")
         self.minutes = float(minutes)
         self.verbose = verbose
+        self.mid_epoch = bool(mid_epoch)
         self.stopped_epoch = None
         self._start = None
 
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
         self.stopped_epoch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.mid_epoch and not self.model.stop_training and (
+                time.perf_counter() - self._start) / 60.0 >= self.minutes:
+            self.model.stop_training = True  # Keras ends the epoch after this step
 
     def on_epoch_end(self, epoch, logs=None):
         spent = (time.perf_counter() - self._start) / 60.0

@@ -55,15 +55,12 @@ class ImageStore:
         kind: where they came from: "array", "dataset", "pydataset",
             "iterable" or "files".
         seconds: time spent reading them.
-        labels: the labels a source yielded beside the images (monitoring
-            only), or None.
     """
 
-    def __init__(self, images, kind="array", seconds=0.0, labels=None):
+    def __init__(self, images, kind="array", seconds=0.0):
         self.images = images
         self.kind = kind
         self.seconds = float(seconds)
-        self.labels = labels
 
     def __len__(self):
         return len(self.images)
@@ -115,8 +112,8 @@ class ImageStore:
             kind = "iterable"
         else:
             raise StoreError(f"A {kind} cannot be read into a pseudo-label table.")
-        images, labels = _collect(batches, total, budget, memory_gb, kind, verbose)
-        return cls(images, kind, time.perf_counter() - start, labels)
+        images = _collect(batches, total, budget, memory_gb, kind, verbose)
+        return cls(images, kind, time.perf_counter() - start)
 
     @classmethod
     def from_files(cls, paths, image_size, channels=3, memory_gb=DEFAULT_MEMORY_GB,
@@ -245,10 +242,8 @@ def _images_of(element):
     if isinstance(element, dict):
         element = next(iter(element.values()))
     if isinstance(element, (tuple, list)):
-        if len(element) > 1:
-            return checks.numpy(element[0]), checks.numpy(element[1])
         element = element[0]
-    return checks.numpy(element), None
+    return checks.numpy(element)
 
 
 def _dataset_batches(dataset):
@@ -295,10 +290,10 @@ def _iterable_length(source):
 
 def _collect(batches, total, budget, memory_gb, kind, verbose):
     """Read every batch, checking the budget as the images arrive."""
-    chunks, labels, size = [], [], 0
+    chunks, size = [], 0
     progress = _progress(total, "batches", verbose)
     for count, element in enumerate(batches, 1):
-        images, batch_labels = _images_of(element)
+        images = _images_of(element)
         if images.ndim == 3:  # a single image (unbatched generator)
             images = images[None]
         images = _compact(images)
@@ -307,8 +302,6 @@ def _collect(batches, total, budget, memory_gb, kind, verbose):
             progress.done()
             raise _too_large(size, memory_gb, partial=True, kind=kind)
         chunks.append(images)
-        if batch_labels is not None and np.ndim(batch_labels) == 1:
-            labels.append(np.asarray(batch_labels))
         progress.update(count)
     progress.done()
     if not chunks:
@@ -328,17 +321,22 @@ def _collect(batches, total, budget, memory_gb, kind, verbose):
             f"({shapes[:3]}); every image must have the same size. Resize them in the "
             "pipeline (e.g. image_dataset_from_directory(..., image_size=...))."
         ) from None
-    labels = np.concatenate(labels) if len(labels) == len(chunks) and labels else None
-    return images, labels
+    return images
 
 
 def _compact(images):
-    """uint8 for images holding whole numbers in [0, 255] (a quarter of float32)."""
+    """uint8 for 0-255 pixels held as whole numbers (a quarter of float32's memory).
+
+    Only where the range rule reads the floats as 0-255 already: uint8 images
+    are always taken as 0-255, so digits' 0-16 floats stay floats.
+    """
     images = np.asarray(images)
     if images.dtype == np.uint8 or not np.issubdtype(images.dtype, np.number):
         return images
     if (images.size and np.all(np.isfinite(images)) and images.min() >= 0
-            and images.max() <= 255 and np.array_equal(images, np.round(images))):
+            and images.max() <= 255 and np.array_equal(images, np.round(images))
+            and checks.infer_value_range(checks.PixelStats(images, "unlabeled"))
+            == (0.0, 255.0)):
         return images.astype("uint8")
     return images
 
