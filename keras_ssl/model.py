@@ -224,7 +224,7 @@ class SemiSupervisedModel(keras.Model):
         self.unlabeled_memory_gb = float(unlabeled_memory_gb)
         # Why the algorithm is the one it is (set at each fit with unlabeled
         # images), and the last unlabeled source read into an ImageStore.
-        self.algorithm_reason = None if self._default_algorithm else "chosen by the user"
+        self.algorithm_reason = None if self._default_algorithm else "given to SemiSupervisedModel"
         self._stores = _Untracked(source=None, store=None)
 
     # ------------------------------------------------------------------ build
@@ -695,7 +695,7 @@ class SemiSupervisedModel(keras.Model):
         has_unlabeled = kwargs.get("unlabeled") is not None or data.is_zipped(x)
         if has_unlabeled and verbose:
             _print(f"keras-ssl: {type(self.algorithm).__name__} "
-                   f"({self.algorithm_reason or 'chosen by the user'}).")
+                   f"({self.algorithm_reason}).")
         return data.read(
             x, y, unlabeled_ratio=self.unlabeled_ratio, array_feed=array_feed,
             value_range=self.value_range,

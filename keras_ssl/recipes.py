@@ -264,8 +264,10 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         if minutes is None:
             return []
         # Kept back for the final statistics and evaluation.
-        left = 0.97 * float(minutes) - (time.perf_counter() - start) / 60.0
-        return [ssl_callbacks.TimeLimit(max(left * share, 1e-3), verbose=0, mid_epoch=True)]
+        now = time.perf_counter()
+        left = 0.97 * float(minutes) - (now - start) / 60.0
+        return [ssl_callbacks.TimeLimit(max(left * share, 1e-3), verbose=0, mid_epoch=True,
+                                        started_at=now)]
 
     # Phase 1 is a fit without the unlabeled images: supervised steps, which
     # cost a fraction of an SSL step. The switch ends it at the plateau

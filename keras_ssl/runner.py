@@ -163,7 +163,7 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
                      else algorithms.get(algorithm, flip=flip))
     settings.update(channels=data.channels, algorithm=repr(algorithm),
                     # With a time budget the epochs are not the bound.
-                    epochs=epochs or (10 ** 6 if minutes else 100), minutes=minutes,
+                    epochs=epochs or (10 ** 4 if minutes else 100), minutes=minutes,
                     baseline=bool(baseline),
                     validation_split=validation_split, seed=seed, flip=bool(flip),
                     labeled_dir=os.fspath(labeled_dir),
@@ -181,7 +181,8 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         """`share` of the budget that is left, less what writing the outputs takes."""
         if not minutes:
             return None
-        left = minutes - (time.perf_counter() - start) / 60.0 - WRITE_MINUTES
+        reserve = min(WRITE_MINUTES, 0.05 * minutes)
+        left = minutes - (time.perf_counter() - start) / 60.0 - reserve
         if left <= 0:
             raise InputError(
                 f"--minutes {minutes:g} is spent before training begins (reading the "

@@ -514,6 +514,51 @@ def test_phase_switch_reads_the_phase_back_on_resume():
     assert switch.stopped_epoch == 6
 
 
+def test_auto_min_delta_does_not_take_a_small_splits_noise_for_progress():
+    values = [0.50, 0.52, 0.53, 0.51, 0.60]  # +2 and +3 points: inside 200 images' noise
+
+    def run(**kwargs):
+        ssl = built_ssl()
+        switch = PlateauPhaseSwitch(monitor="val_accuracy", mode="max", patience=2, verbose=0,
+                                    **kwargs)
+        switch.set_model(ssl)
+        switch.set_params({"epochs": 50})
+        switch.on_train_begin()
+        for epoch, value in enumerate(values):
+            switch.on_epoch_begin(epoch)
+            switch.on_epoch_end(epoch, {"val_accuracy": value})
+            if switch.switch_epoch is not None:
+                break
+        return switch
+
+    # One binomial standard error at 50 % on 200 images: 3.5 points.
+    auto = run(min_delta="auto", validation_size=200)
+    assert auto.switch_epoch == 2 and auto.best_epoch == 0
+    assert auto.min_delta == pytest.approx(np.sqrt(0.25 / 200))
+    assert run(min_delta=0).switch_epoch is None  # every small gain counted as progress
+    # On 20,000 images the same gains are real.
+    assert run(min_delta="auto", validation_size=20000).switch_epoch is None
+    with pytest.raises(ValueError, match="validation_size=.*received None"):
+        PlateauPhaseSwitch(monitor="val_accuracy", min_delta="auto")
+
+
+def test_time_limit_mid_epoch_stops_inside_a_long_epoch():
+    import time
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.05)
+
+    x, y, _ = tiny_data(8, 8)
+    ssl = tiny_ssl()
+    limit = keras_ssl.callbacks.TimeLimit(minutes=1.5 / 60, verbose=0, mid_epoch=True)
+    start = time.perf_counter()
+    ssl.fit(x, y, batch_size=4, epochs=1, steps_per_epoch=10 ** 4, verbose=0,
+            callbacks=[Slow(), limit])
+    assert time.perf_counter() - start < 30
+    assert 0 < int(keras.ops.convert_to_numpy(ssl.optimizer.iterations)) < 10 ** 4
+
+
 def test_phase_switch_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"patience=.*received -1"):
         PlateauPhaseSwitch(patience=-1)
@@ -709,6 +754,25 @@ def test_fit_two_phase_report_and_plot(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="validation_data=.*received None"):
         keras_ssl.fit_two_phase(digits_cnn(), xl, yl, xu, None)
+
+
+@pytest.mark.slow
+def test_fit_two_phase_spends_its_time_budget_in_both_phases():
+    xl, yl, xu, _, xt, yt = digits(labels_per_class=5)
+    keras.utils.set_random_seed(0)
+    minutes = 0.5
+    report = keras_ssl.fit_two_phase(
+        digits_cnn(), xl, yl, xu[:600], (xt[:200], yt[:200]), unlabeled_ratio=2,
+        steps_per_epoch=10, monitor="val_accuracy", patience=50, verbose=0,
+        minutes=minutes, batchnorm_steps=5)
+    print("\n" + report.summary())
+    # Phase 1 never plateaus (patience 50): its quarter of the budget ends it.
+    assert report.switch_epoch is not None and report.phases[-1] == 2
+    assert 0.8 * 60 * minutes <= report.wall_time_s <= 1.1 * 60 * minutes
+    phase1_steps = report.switch_step
+    assert phase1_steps < report.steps_run - phase1_steps
+    assert isinstance(report.model.algorithm, keras_ssl.SelfTraining)
+    assert report.stopped_epoch is None  # no plateau stop within a budget
 
 
 SCENARIOS = {

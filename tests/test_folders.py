@@ -130,3 +130,45 @@ def test_cli_train_and_predict_end_to_end(tmp_path, capsys):
                      "--out", str(tmp_path / "again")]) == 2
     error = capsys.readouterr().err
     assert "Cannot read the image file" in error and "broken.png" in error
+
+
+@pytest.mark.slow
+def test_cli_train_spends_its_minutes_and_evaluate_scores_a_folder(tmp_path, capsys):
+    import time
+
+    labeled, unlabeled = write_digits(tmp_path)
+    out = tmp_path / "run"
+    minutes = 0.75
+    start = time.perf_counter()
+    code = cli.main(["train", str(labeled), "--unlabeled", str(unlabeled), "--minutes",
+                     str(minutes), "--baseline", "--no-flip", "--verbose", "0",
+                     "--out", str(out)])
+    seconds = time.perf_counter() - start
+    assert code == 0
+    # The budget is the whole command's (both runs, reading and writing): within 10 %.
+    assert 0.8 * 60 * minutes <= seconds <= 1.1 * 60 * minutes, seconds
+    run = json.loads((out / "run.json").read_text())
+    assert "SelfTraining" in run["settings"]["algorithm"]
+    assert run["results"]["ssl"]["switch_epoch"] is not None  # phase 2 ran
+    report = (out / "report.md").read_text()
+    assert "**The unlabeled images helped**" in report or "did not help" in report
+
+    capsys.readouterr()
+    scores_path = tmp_path / "scores.json"
+    assert cli.main(["evaluate", str(out / "model.keras"), str(labeled),
+                     "--out", str(scores_path)]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(scores_path.read_text())
+    assert scores["images"] == 150 and f"accuracy {scores['accuracy']:.4f}" in printed
+    confusion = np.array(scores["confusion"])
+    assert confusion.sum() == 150
+    assert scores["accuracy"] == pytest.approx(np.trace(confusion) / 150)
+    for index, name in enumerate(scores["class_names"]):
+        row = confusion[index]
+        if row.sum():
+            assert scores["per_class"][name] == pytest.approx(row[index] / row.sum())
+    # A folder with a class the model does not know is refused, with the names.
+    (labeled / "not_a_digit").mkdir()
+    _png(labeled / "not_a_digit" / "a.png", size=(16, 16), mode="L")
+    assert cli.main(["evaluate", str(out / "model.keras"), str(labeled)]) == 2
+    assert "not_a_digit" in capsys.readouterr().err

@@ -210,7 +210,7 @@ def test_a_table_algorithm_the_user_chose_reports_an_endless_stream():
     with pytest.raises(StoreError, match="infinite"):
         ssl.fit(x, y, unlabeled=endless, batch_size=8, epochs=1, steps_per_epoch=2,
                 verbose=0)
-    assert ssl.algorithm_reason == "chosen by the user"
+    assert ssl.algorithm_reason == "given to SemiSupervisedModel"
 
 
 def test_fit_says_which_algorithm_and_why(capsys):

@@ -29,20 +29,24 @@ class TimeLimit(keras.callbacks.Callback):
         minutes: the budget, counted from `on_train_begin`.
         verbose: print a line when it stops training.
         mid_epoch: also stop inside an epoch. Default False.
+        started_at: a `time.perf_counter()` value to count from, for a
+            budget that began before this `fit` (reading the data, an
+            earlier `fit`); None (default) counts from `on_train_begin`.
     """
 
-    def __init__(self, minutes, verbose=1, mid_epoch=False):
+    def __init__(self, minutes, verbose=1, mid_epoch=False, started_at=None):
         super().__init__()
         if isinstance(minutes, bool) or not float(minutes) > 0:
             raise ValueError(f"TimeLimit(minutes=...) must be > 0; received {minutes!r}.")
         self.minutes = float(minutes)
         self.verbose = verbose
         self.mid_epoch = bool(mid_epoch)
+        self.started_at = started_at
         self.stopped_epoch = None
         self._start = None
 
     def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if self.started_at is None else self.started_at
         self.stopped_epoch = None
 
     def on_train_batch_end(self, batch, logs=None):
