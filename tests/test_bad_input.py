@@ -209,11 +209,11 @@ CASES = [
     Case("unlabeled_pydataset_yields_pairs", InputError,
          r"unlabeled must yield images only.*tuples of 2 elements",
          lambda: _fit(unlabeled=_PairsPyDataset())),
-    Case("self_training_unlabeled_stream", InputError,
-         r"keeps a pseudo-label for every unlabeled image, so fit\(unlabeled=\.\.\.\) "
-         r"must be a numpy array of images; received a dataset",
+    Case("self_training_endless_stream", InputError,
+         r"The unlabeled tf.data.Dataset is infinite \(it repeats\).*Pass the dataset "
+         r"before .repeat\(\), or choose an algorithm without a table",
          lambda: _fit(_ssl(algorithm=keras_ssl.SelfTraining(flip=False)),
-                      unlabeled=_dataset(U))),
+                      unlabeled=_dataset(U).repeat().map(lambda images: images))),
     Case("zipped_unlabeled_with_labels", InputError,
          r"fit\(x=\.\.\.\) is a zipped \(labeled, unlabeled\) dataset whose unlabeled "
          r"part yields tuples",
