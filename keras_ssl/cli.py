@@ -1,7 +1,6 @@
 """Command line: `keras-ssl demo` (no download needed), `keras-ssl train` and
 `keras-ssl predict` (folders of your own images)."""
 
-import argparse
 import json
 import os
 import sys
@@ -10,8 +9,7 @@ import sys
 def _demo(args):
     from keras_ssl import demo
 
-    seeds = [int(s) for s in args.seeds.split(",")]
-    methods = args.methods.split(",")
+    seeds, methods = list(args.seeds), list(args.methods)
     data_by_seed = {s: demo.load_digits_split(args.labels_per_class, s) for s in seeds}
     n_lab, n_unl = len(data_by_seed[seeds[0]][0]), len(data_by_seed[seeds[0]][2])
     print(f"keras-ssl demo: digits 8x8, {n_lab} labeled + {n_unl} unlabeled, "
@@ -43,14 +41,26 @@ def _demo(args):
 def _train(args):
     from keras_ssl import runner
 
-    image_size = None if args.image_size is None else int(args.image_size)
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        print(f"keras-ssl train: error: --out {args.out} already holds files; choose a new "
+              "folder, or pass --overwrite to write into it.", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"keras-ssl train: error: --out {args.out} is a file, not a folder.",
+              file=sys.stderr)
+        return 2
+
+    image_size = args.image_size
+    verbose = args.verbose
+    if verbose == 1 and not sys.stdout.isatty():
+        verbose = 2  # a line per epoch, not progress-bar escape codes, in a log file
     runner.train_from_folders(
         args.labeled_dir, args.unlabeled, args.out, model=args.model, image_size=image_size,
         epochs=args.epochs, minutes=args.minutes, baseline=args.baseline,
         algorithm=args.algorithm, batch_size=args.batch_size,
         unlabeled_ratio=args.unlabeled_ratio, validation_split=args.validation_split,
         color_mode=args.color_mode, flip=not args.no_flip, seed=args.seed,
-        verbose=args.verbose,
+        verbose=verbose,
     )
     return 0
 
@@ -80,66 +90,8 @@ def _evaluate(args):
     return 0
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="keras-ssl", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="supervised vs the default SSL algorithm on scikit-learn's digits")
-    demo.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    demo.add_argument("--steps", type=int, default=1000, help="training steps per run")
-    demo.add_argument("--labels-per-class", type=int, default=2)
-    demo.add_argument("--methods", default="supervised,default",
-                      help="comma-separated: supervised, default (the library's "
-                           "default algorithm) and names of keras_ssl.algorithms.names()")
-    demo.add_argument("--threshold", type=float, default=0.95,
-                      help="threshold of the 'fixmatch' method (not of 'default')")
-    demo.add_argument("--source", default="array",
-                      choices=["array", "tfdata", "generator", "zipped"],
-                      help="how fit gets the images: numpy arrays (default), tf.data "
-                           "datasets, a generator of unlabeled batches, or one zipped "
-                           "tf.data dataset")
-    demo.add_argument("--out", default="results", help="folder for the PNG and JSON")
-    demo.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
-    train = sub.add_parser(
-        "train", help="train on a labeled folder (one sub-folder per class) + unlabeled "
-                      "images; writes model.keras, report.md, charts and run.json")
-    train.add_argument("labeled_dir")
-    train.add_argument("--unlabeled", help="folder of unlabeled images (sub-folders read too)")
-    train.add_argument("--model", default="cnn",
-                       help="cnn, mobilenet, efficientnet (from scratch) or a .keras file "
-                            "taking raw 0-255 pixels (default cnn)")
-    train.add_argument("--image-size", type=int,
-                       help="resize images to N x N (default: their size, at most 128)")
-    budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="wall-time budget")
-    budget.add_argument("--epochs", type=int, help="upper bound on epochs (default 100)")
-    train.add_argument("--baseline", action="store_true",
-                       help="also train the supervised baseline at the same budget")
-    train.add_argument("--algorithm", help="an algorithm name (default: the library's)")
-    train.add_argument("--batch-size", type=int, help="labeled images per step")
-    train.add_argument("--unlabeled-ratio", type=int, help="unlabeled per labeled image")
-    train.add_argument("--validation-split", type=float, default=0.2)
-    train.add_argument("--color-mode", default="auto", choices=["auto", "rgb", "grayscale"])
-    train.add_argument("--no-flip", action="store_true",
-                       help="no horizontal flips (text, digits, anything not symmetric)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--verbose", type=int, default=1)
-    train.add_argument("--out", required=True, help="output folder")
-    predict = sub.add_parser("predict", help="classify a folder of images with a trained "
-                                             "model; writes a CSV")
-    predict.add_argument("model", help="model.keras written by keras-ssl train")
-    predict.add_argument("images_dir")
-    predict.add_argument("--out", default="predictions.csv")
-    predict.add_argument("--classes", help="comma-separated class names (default: "
-                                           "class_names.json beside the model)")
-    evaluate = sub.add_parser("evaluate", help="accuracy, per class, of a trained model on "
-                                               "a labeled folder it never saw")
-    evaluate.add_argument("model", help="model.keras written by keras-ssl train")
-    evaluate.add_argument("labeled_dir", help="one sub-folder of images per class")
-    evaluate.add_argument("--classes", help="comma-separated class names (default: "
-                                            "class_names.json beside the model)")
-    evaluate.add_argument("--out", help="also write the scores and confusion matrix as JSON")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def run(args):
+    """Run a parsed command (`keras_ssl_cli.build_parser`); return the exit code."""
     from keras_ssl.checks import InputError
 
     commands = {"demo": _demo, "train": _train, "predict": _predict, "evaluate": _evaluate}
@@ -148,6 +100,16 @@ def main(argv=None):
     except InputError as error:
         print(f"keras-ssl {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nkeras-ssl {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+def main(argv=None):
+    """`keras-ssl ARGS`: parse (`keras_ssl_cli`), then run."""
+    import keras_ssl_cli
+
+    return keras_ssl_cli.main(argv)
 
 
 if __name__ == "__main__":
