@@ -18,6 +18,7 @@ import time
 import keras
 import numpy as np
 
+from keras_ssl import callbacks as ssl_callbacks
 from keras_ssl import folders, models, plots
 from keras_ssl.checks import InputError
 from keras_ssl.data import ImageStore
@@ -25,6 +26,7 @@ from keras_ssl.recipes import fit_two_phase
 
 MAX_AUTO_SIDE = 128  # larger images are resized to this by default (CPU budgets)
 PATIENCE = 5  # epochs without a better validation accuracy before a phase ends
+LEARNING_RATE, WEIGHT_DECAY = 0.03, 5e-3  # SGD, as the CIFAR-10 protocol
 WRITE_MINUTES = 0.25  # kept back from --minutes to save the model, report and charts
 
 
@@ -64,6 +66,27 @@ def choose_settings(labeled, unlabeled, image_size=None, batch_size=None,
             "validation_images": n_labeled - n_train,
             "unlabeled_images": 0 if unlabeled is None else len(unlabeled.files),
             "classes": len(labeled.class_names)}
+
+
+def _optimizer(minutes, settings):
+    """`fit_two_phase`'s optimizer and learning-rate callbacks for one run.
+
+    SGD with Nesterov momentum, decoupled weight decay and a cosine decay of
+    the learning rate over the run: over its minutes (`CosineDecayByTime`)
+    with a time budget, else over its epoch bound. The recipe of the CIFAR-10
+    protocol in BENCHMARKS.md.
+    """
+    if minutes:
+        rate = LEARNING_RATE
+        decay = [ssl_callbacks.CosineDecayByTime(minutes, LEARNING_RATE,
+                                                 started_at=time.perf_counter())]
+    else:
+        rate = keras.optimizers.schedules.CosineDecay(
+            LEARNING_RATE, settings["epochs"] * settings["steps_per_epoch"])
+        decay = []
+    optimizer = keras.optimizers.SGD(rate, momentum=0.9, nesterov=True,
+                                     weight_decay=WEIGHT_DECAY)
+    return {"optimizer": optimizer, "callbacks": decay}
 
 
 def _build_model(name, input_shape, num_classes):
@@ -190,14 +213,15 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
             )
         return left * share
 
+    run_minutes = minutes_left(1.0 / runs)
     report = fit_two_phase(
         _build_model(model, input_shape, len(data.class_names)), data.train, None,
         unlabeled=None if store is None else store.images,
         validation_data=data.validation, algorithm=algorithm,
         unlabeled_ratio=settings["unlabeled_ratio"], epochs=settings["epochs"],
         steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
-        monitor="val_accuracy", patience=PATIENCE, verbose=verbose,
-        minutes=minutes_left(1.0 / runs),
+        monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=run_minutes,
+        **_optimizer(run_minutes, settings),
     )
     ssl = report.model
     labels, predictions = _predict_labels(ssl.model, data.validation)
@@ -215,13 +239,14 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         keras.utils.set_random_seed(seed)
         net = _build_model(model, input_shape, len(data.class_names))
         same = type(algorithm).from_config(algorithm.get_config())  # its own state
+        base_minutes = minutes_left(1.0)
+        base_epochs = settings["epochs"] if minutes else report.epochs_run
         base = fit_two_phase(
             net, data.train, None, unlabeled=None, validation_data=data.validation,
-            algorithm=same, unlabeled_ratio=settings["unlabeled_ratio"],
-            epochs=settings["epochs"] if minutes else report.epochs_run,
+            algorithm=same, unlabeled_ratio=settings["unlabeled_ratio"], epochs=base_epochs,
             steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
-            monitor="val_accuracy", patience=PATIENCE, verbose=verbose,
-            minutes=minutes_left(1.0),
+            monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=base_minutes,
+            **_optimizer(base_minutes, {**settings, "epochs": base_epochs}),
         )
         base_labels, base_predictions = _predict_labels(base.model.model, data.validation)
         results["supervised"] = {
