@@ -559,6 +559,31 @@ def test_time_limit_mid_epoch_stops_inside_a_long_epoch():
     assert 0 < int(keras.ops.convert_to_numpy(ssl.optimizer.iterations)) < 10 ** 4
 
 
+def test_cosine_decay_by_time_follows_the_share_of_the_budget_spent():
+    decay = keras_ssl.callbacks.CosineDecayByTime(minutes=1, initial_learning_rate=0.1,
+                                                  alpha=0.1, started_at=100.0)
+    assert decay.rate(100.0) == pytest.approx(0.1)
+    assert decay.rate(130.0) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
+    assert decay.rate(160.0) == pytest.approx(0.01)
+    assert decay.rate(1000.0) == pytest.approx(0.01)  # stays at the floor past the budget
+    x, y, _ = tiny_data(8, 8)
+    ssl = tiny_ssl()
+    ssl.compile(optimizer=keras.optimizers.SGD(0.1))
+    decay = keras_ssl.callbacks.CosineDecayByTime(minutes=0.5 / 60, initial_learning_rate=0.1)
+    import time
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.02)
+
+    ssl.fit(x, y, batch_size=4, epochs=3, steps_per_epoch=10, verbose=0,
+            callbacks=[decay, Slow()])
+    rate = float(keras.ops.convert_to_numpy(ssl.optimizer.learning_rate))
+    assert rate < 0.05  # decayed most of the way within the half-second budget
+    with pytest.raises(ValueError, match="minutes=.*received 0"):
+        keras_ssl.callbacks.CosineDecayByTime(minutes=0, initial_learning_rate=0.1)
+
+
 def test_phase_switch_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"patience=.*received -1"):
         PlateauPhaseSwitch(patience=-1)
