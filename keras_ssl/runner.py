@@ -21,7 +21,6 @@ import numpy as np
 from keras_ssl import callbacks as ssl_callbacks
 from keras_ssl import folders, models, plots
 from keras_ssl.checks import InputError
-from keras_ssl.data import ImageStore
 from keras_ssl.recipes import fit_two_phase
 
 MAX_AUTO_SIDE = 128  # larger images are resized to this by default (CPU budgets)
@@ -102,13 +101,10 @@ def _build_model(name, input_shape, num_classes):
     return models.build(name, input_shape, num_classes)
 
 
-def _predict_labels(model, dataset):
-    labels, predictions = [], []
-    for images, batch_labels in dataset:
-        scores = model.predict_on_batch(images)
-        predictions.append(np.argmax(keras.ops.convert_to_numpy(scores), axis=-1))
-        labels.append(np.asarray(batch_labels).reshape(-1))
-    return np.concatenate(labels), np.concatenate(predictions)
+def _predict_labels(model, images, labels, batch_size=256):
+    predictions = [np.argmax(_probabilities(model, images[i:i + batch_size]), axis=-1)
+                   for i in range(0, len(images), batch_size)]
+    return np.asarray(labels), np.concatenate(predictions)
 
 
 def _per_class(labels, predictions, count):
@@ -166,21 +162,34 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     labeled = folders.scan(labeled_dir, labeled=True)
-    unlabeled = None if unlabeled_dir is None else folders.scan(unlabeled_dir, labeled=False)
+    unlabeled = None
+    if unlabeled_dir is not None:
+        inside = folders._inside(labeled_dir, unlabeled_dir)
+        unlabeled = folders.scan(unlabeled_dir, labeled=False,
+                                 exclude=labeled_dir if inside else None)
     settings = choose_settings(labeled, unlabeled, image_size, batch_size, unlabeled_ratio,
                                validation_split, model)
     if not validation_split:
         raise InputError("train_from_folders needs a validation split (> 0) to detect "
                          "plateaus and report accuracy; pass validation_split=0.2.")
-    data = folders.from_scans(labeled, None, settings["image_size"], color_mode,
+    # Every image decoded once into memory: the default algorithm's
+    # pseudo-label table draws from every unlabeled image by index.
+    data = folders.from_scans(labeled, unlabeled, settings["image_size"], color_mode,
                               validation_split, settings["batch_size"], seed=seed)
-    store = None
-    if unlabeled is not None:
-        # Decoded once into memory: the default algorithm's pseudo-label
-        # table draws from every image by index.
-        store = ImageStore.from_files(unlabeled.files, settings["image_size"],
-                                      channels=data.channels, verbose=verbose)
-        _say(f"keras-ssl train: {store.describe()}", verbose)
+    _say("keras-ssl train: " + data.summary().replace("\n", "\n  "), verbose)
+    for advice in data.warnings():
+        _say(f"keras-ssl train: warning: {advice}", True)
+    settings.update(train_images=data.counts["train"],
+                    validation_images=data.counts["validation"],
+                    unlabeled_images=data.counts.get("unlabeled", 0),
+                    duplicates_dropped=data.duplicates,
+                    files={name: {"images": len(scan.files), "formats": dict(scan.formats),
+                                  "skipped": {why: len(paths)
+                                              for why, paths in scan.skipped.items()},
+                                  "excluded": scan.excluded}
+                           for name, scan in (("labeled", data.labeled_scan),
+                                              ("unlabeled", data.unlabeled_scan))
+                           if scan is not None})
     if isinstance(algorithm, str) or algorithm is None:
         algorithm = (algorithms.default(flip=flip) if algorithm is None
                      else algorithms.get(algorithm, flip=flip))
@@ -215,16 +224,16 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
 
     run_minutes = minutes_left(1.0 / runs)
     report = fit_two_phase(
-        _build_model(model, input_shape, len(data.class_names)), data.train, None,
-        unlabeled=None if store is None else store.images,
-        validation_data=data.validation, algorithm=algorithm,
+        _build_model(model, input_shape, len(data.class_names)), data.x_train, data.y_train,
+        unlabeled=data.unlabeled_images, validation_data=(data.x_val, data.y_val),
+        algorithm=algorithm,
         unlabeled_ratio=settings["unlabeled_ratio"], epochs=settings["epochs"],
         steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
         monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=run_minutes,
         **_optimizer(run_minutes, settings),
     )
     ssl = report.model
-    labels, predictions = _predict_labels(ssl.model, data.validation)
+    labels, predictions = _predict_labels(ssl.model, data.x_val, data.y_val)
     results = {"ssl": {"val_accuracy": float(np.mean(labels == predictions)),
                        "steps": report.steps_run, "epochs": report.epochs_run,
                        "switch_epoch": report.switch_epoch,
@@ -242,13 +251,15 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         base_minutes = minutes_left(1.0)
         base_epochs = settings["epochs"] if minutes else report.epochs_run
         base = fit_two_phase(
-            net, data.train, None, unlabeled=None, validation_data=data.validation,
+            net, data.x_train, data.y_train, unlabeled=None,
+            validation_data=(data.x_val, data.y_val),
             algorithm=same, unlabeled_ratio=settings["unlabeled_ratio"], epochs=base_epochs,
             steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
             monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=base_minutes,
             **_optimizer(base_minutes, {**settings, "epochs": base_epochs}),
         )
-        base_labels, base_predictions = _predict_labels(base.model.model, data.validation)
+        base_labels, base_predictions = _predict_labels(base.model.model, data.x_val,
+                                                        data.y_val)
         results["supervised"] = {
             "val_accuracy": float(np.mean(base_labels == base_predictions)),
             "steps": base.steps_run, "epochs": base.epochs_run,
@@ -360,15 +371,6 @@ def _load_for_folders(model_path, class_names):
     return model, list(class_names)
 
 
-def _read_images(paths, height, width, channels):
-    mode = "grayscale" if channels == 1 else "rgb"
-    return np.stack([
-        keras.utils.img_to_array(keras.utils.load_img(p, color_mode=mode,
-                                                      target_size=(height, width)))
-        for p in paths
-    ])
-
-
 def _probabilities(model, batch):
     scores = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
     if not (np.all(scores >= 0) and np.allclose(scores.sum(-1), 1.0, atol=1e-3)):
@@ -379,8 +381,8 @@ def _probabilities(model, batch):
 def _classify(model, paths, batch_size=64):
     """Class probabilities of image files, read at the model's input size."""
     height, width, channels = (int(v) for v in model.inputs[0].shape[1:])
-    out = [_probabilities(model, _read_images(paths[b:b + batch_size], height, width,
-                                              channels))
+    out = [_probabilities(model, folders.load_images(paths[b:b + batch_size],
+                                                     (height, width), channels))
            for b in range(0, len(paths), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0))
 

@@ -1,0 +1,141 @@
+"""Real photo folders: every file accounted for (formats, EXIF, hidden files,
+unreadable files), no leakage between the labeled and the unlabeled set."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ssl import cli, folders
+from keras_ssl.checks import InputError
+
+
+def _image(path, size=(8, 8), mode="RGB", color=None, **save):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash(str(path))) % 2 ** 32)
+    if color is None and mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (size[1], size[0])).astype("uint16"))
+    elif color is None:
+        rgb = rng.integers(0, 256, (size[1], size[0], 3)).astype("uint8")
+        image = Image.fromarray(rgb).convert(mode)
+    else:
+        image = Image.new(mode, size, color)
+    image.save(path, **save)
+    return path
+
+
+def _two_classes(root, per_class=6, **kwargs):
+    for name in ("cats", "dogs"):
+        for index in range(per_class):
+            _image(root / name / f"{index}.png", **kwargs)
+    return root
+
+
+def test_every_pillow_format_is_read(tmp_path):
+    labeled = _two_classes(tmp_path / "labeled")
+    for kind, save in (("webp", {}), ("tiff", {}), ("bmp", {}), ("gif", {}), ("jpg", {})):
+        _image(labeled / "cats" / f"extra.{kind}", **save)
+    _image(labeled / "dogs" / "rgba.png", mode="RGBA")
+    _image(labeled / "dogs" / "cmyk.jpg", mode="CMYK")
+    _image(labeled / "dogs" / "deep.png", mode="I;16")
+    _image(labeled / "dogs" / "palette.png", mode="P", color=3)
+    data = folders.from_folders(labeled, validation_split=0)
+    assert data.counts["train"] == 12 + 5 + 4  # nothing dropped
+    assert {"WEBP", "TIFF", "BMP", "GIF", "JPEG", "PNG"} <= set(data.labeled_scan.formats)
+    assert data.x_train.shape == (21, 8, 8, 3) and data.x_train.dtype == np.uint8
+
+
+def test_a_16_bit_image_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 32768, "uint16")).save(path)
+    assert folders.load_image(path, (4, 4), channels=1).max() == 127  # 32768 / 257
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # A phone photo: stored 8 wide x 4 high, EXIF says "rotate 90" (orientation 6).
+    array = np.zeros((4, 8, 3), "uint8")
+    array[:, :4] = 255  # left half white
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif, quality=100)
+    scan = folders.scan(tmp_path, labeled=False)
+    assert scan.size == (8, 4)  # height 8, width 4: as the photo is shown
+    loaded = folders.load_image(path, (8, 4), channels=3)
+    assert loaded[:4].mean() > 200 and loaded[4:].mean() < 50  # the white half is on top
+
+
+def test_hidden_files_and_folders_and_other_files_are_skipped_and_listed(tmp_path):
+    labeled = _two_classes(tmp_path / "labeled")
+    _image(labeled / ".ipynb_checkpoints" / "0-checkpoint.png")  # a hidden "class"
+    _image(labeled / "cats" / "@eaDir" / "thumb.png")
+    _image(labeled / "cats" / ".hidden.png")
+    (labeled / "dogs" / "notes.txt").write_text("not an image")
+    (labeled / "dogs" / ".DS_Store").write_bytes(b"\0\0")
+    scan = folders.scan(labeled)
+    assert scan.class_names == ["cats", "dogs"] and len(scan.files) == 12
+    assert len(scan.skipped["hidden"]) == 4
+    assert [p.endswith("notes.txt") for p in scan.skipped["not images"]] == [True]
+
+
+def test_every_unreadable_file_is_named_at_once(tmp_path):
+    labeled = _two_classes(tmp_path / "labeled")
+    for index in range(3):
+        (labeled / "cats" / f"broken{index}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=r"3 image file\(s\) cannot be read") as error:
+        folders.scan(labeled)
+    assert all(f"broken{index}.jpg" in str(error.value) for index in range(3))
+
+
+def test_unlabeled_copies_of_labeled_images_are_dropped(tmp_path):
+    labeled = _two_classes(tmp_path / "labeled")
+    unlabeled = tmp_path / "unlabeled"
+    for index in range(10):
+        _image(unlabeled / f"u{index}.png")
+    for index in range(3):  # copies of labeled images
+        (unlabeled / f"copy{index}.png").write_bytes((labeled / "cats" / f"{index}.png")
+                                                      .read_bytes())
+    data = folders.from_folders(labeled, unlabeled, validation_split=0.25)
+    assert data.duplicates == 3 and data.counts["unlabeled"] == 10
+    assert "3 unlabeled images are also labeled images" in data.summary()
+
+
+def test_an_unlabeled_folder_that_holds_the_labeled_one_is_read_without_it(tmp_path):
+    photos = tmp_path / "photos"
+    labeled = _two_classes(photos / "labeled")
+    for index in range(7):
+        _image(photos / "new" / f"{index}.png")
+    data = folders.from_folders(labeled, photos, validation_split=0.25)
+    assert data.counts["unlabeled"] == 7 and data.unlabeled_scan.excluded
+    assert "was not read as unlabeled images" in data.summary()
+    with pytest.raises(InputError, match="the same folder"):
+        folders.from_folders(labeled, labeled)
+
+
+def test_a_class_with_few_images_gets_a_warning(tmp_path):
+    labeled = _two_classes(tmp_path / "labeled")
+    _image(labeled / "owl" / "only.png")
+    data = folders.from_folders(labeled, validation_split=0)
+    assert "owl (1)" in data.warnings()[0]
+
+
+@pytest.mark.slow
+def test_train_accounts_for_every_file_in_run_json(tmp_path, capsys):
+    labeled = _two_classes(tmp_path / "labeled", per_class=10)
+    _image(labeled / "cats" / "photo.webp")
+    _image(labeled / "dogs" / ".hidden.png")
+    unlabeled = tmp_path / "unlabeled"
+    for index in range(20):
+        _image(unlabeled / f"u{index}.tiff")
+    (unlabeled / "copy.png").write_bytes((labeled / "dogs" / "0.png").read_bytes())
+    out = tmp_path / "run"
+    assert cli.main(["train", str(labeled), "--unlabeled", str(unlabeled), "--epochs", "2",
+                     "--verbose", "0", "--out", str(out)]) == 0
+    run = json.loads((out / "run.json").read_text())
+    settings = run["settings"]
+    assert settings["train_images"] + settings["validation_images"] == 21
+    assert settings["unlabeled_images"] == 20 and settings["duplicates_dropped"] == 1
+    assert settings["files"]["labeled"]["skipped"] == {"hidden": 1, "not images": 0}
+    assert settings["files"]["labeled"]["formats"] == {"PNG": 20, "WEBP": 1}
