@@ -172,9 +172,13 @@ def build_parser():
     predict = sub.add_parser(
         "predict", help="classify a folder of images with a trained model; writes a CSV")
     predict.add_argument("model", help="model.keras written by keras-ssl train")
-    predict.add_argument("images_dir", help="a folder of images (sub-folders are read too)")
+    predict.add_argument("images", help="an image file, or a folder of images (sub-folders "
+                                        "are read too)")
     predict.add_argument("--out", default="predictions.csv", metavar="FILE",
-                         help="the CSV to write (default predictions.csv)")
+                         help="the CSV to write, or - for standard output (default "
+                              "predictions.csv)")
+    predict.add_argument("--top-k", type=POSITIVE_INT, default=1, metavar="K",
+                         help="the K most probable classes of each image (default 1)")
     predict.add_argument("--classes", help="comma-separated class names in the model's "
                                            "output order (default: class_names.json "
                                            "beside the model)")

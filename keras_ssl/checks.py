@@ -489,6 +489,21 @@ def check_labeled_spec(spec, name="fit(x=...)"):
         )
 
 
+def check_unlabeled_not_pair(unlabeled):
+    """`unlabeled=(x_unl, y_unl)`, a common slip: unlabeled data has no labels."""
+    if not isinstance(unlabeled, (tuple, list)) or len(unlabeled) != 2:
+        return
+    images, labels = unlabeled
+    if is_array(images) and is_array(labels) and np.ndim(images) >= 3 and (
+            np.ndim(labels) in (1, 2) and len(labels) == len(images)):
+        raise InputError(
+            f"fit(unlabeled=...) received a pair of arrays (images of shape "
+            f"{tuple(np.shape(images))} and labels of shape {tuple(np.shape(labels))}); "
+            "unlabeled data has no labels. Pass unlabeled=x_unlabeled; labels known for "
+            "monitoring only go in unlabeled_labels=y_unlabeled (they never reach the loss)."
+        )
+
+
 def check_unlabeled_spec(spec, image_rank, name="unlabeled"):
     import tensorflow as tf
 

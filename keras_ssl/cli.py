@@ -69,8 +69,10 @@ def _predict(args):
     from keras_ssl import runner
 
     names = None if args.classes is None else args.classes.split(",")
-    count = runner.predict_folder(args.model, args.images_dir, args.out, class_names=names)
-    print(f"keras-ssl predict: {count} images classified; wrote {args.out}")
+    count = runner.predict_folder(args.model, args.images, args.out, class_names=names,
+                                  top_k=args.top_k)
+    if args.out != "-":
+        print(f"keras-ssl predict: {count} images classified; wrote {args.out}")
     return 0
 
 

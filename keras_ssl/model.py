@@ -676,6 +676,7 @@ class SemiSupervisedModel(keras.Model):
     def _read(self, x, y=None, verbose=0, **kwargs):
         """Step 1: read and check every input (`keras_ssl.data.read`)."""
         checks.check_compiled(getattr(self, "compiled", False))
+        checks.check_unlabeled_not_pair(kwargs.get("unlabeled"))
         self._choose_default_algorithm(x, kwargs.get("unlabeled"))
         array_feed = not data.tensorflow_available()
         if array_feed and not self.augment_on_device:

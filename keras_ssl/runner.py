@@ -13,6 +13,7 @@ classifies a folder of images with such a model and writes a CSV.
 import csv
 import json
 import os
+import sys
 import time
 
 import keras
@@ -89,16 +90,44 @@ def _optimizer(minutes, settings):
 
 
 def _build_model(name, input_shape, num_classes):
-    if str(name).endswith(".keras"):
-        net = keras.saving.load_model(name, compile=False)
-        expected = tuple(net.inputs[0].shape[1:])
-        if tuple(expected) != tuple(input_shape):
-            raise InputError(
-                f"The model {name!r} takes images of shape {expected}, but the images are "
-                f"read as {tuple(input_shape)}. Pass --image-size and --color-mode to match."
-            )
-        return net
-    return models.build(name, input_shape, num_classes)
+    """A model by name, or a `.keras` file checked against the data before training."""
+    if not str(name).endswith(".keras"):
+        return models.build(name, input_shape, num_classes)
+    if not os.path.exists(name):
+        raise InputError(f"--model {name!r}: the file does not exist.")
+    net = keras.saving.load_model(name, compile=False)
+    _check_model(net, name, input_shape, num_classes)
+    return net
+
+
+def _check_model(net, name, input_shape=None, num_classes=None):
+    """A saved model must take one image input of the data's shape (or a flexible
+    one) and have one output per class; the error says how to fix it."""
+    inputs = getattr(net, "inputs", None) or []
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        shapes = [tuple(i.shape) for i in inputs]
+        raise InputError(
+            f"--model {name!r} must take one batch of images (batch, height, width, "
+            f"channels); its inputs are {shapes}."
+        )
+    expected = tuple(inputs[0].shape[1:])
+    if input_shape is not None and any(
+            e is not None and e != g for e, g in zip(expected, input_shape)):
+        raise InputError(
+            f"--model {name!r} takes images of shape {expected}, but the images are read as "
+            f"{tuple(input_shape)}. Pass --image-size {expected[0]} and --color-mode "
+            f"{'grayscale' if expected[2] == 1 else 'rgb'} to match."
+        )
+    outputs = getattr(net, "outputs", None) or []
+    width = outputs[0].shape[-1] if len(outputs) == 1 else None
+    if num_classes is not None and width != num_classes:
+        raise InputError(
+            f"--model {name!r} has {width if width is not None else len(outputs)} "
+            f"output{'s' if (width or len(outputs)) != 1 else ''}, but "
+            f"the labeled folder has {num_classes} classes. Give it a new head with "
+            f"{num_classes} outputs, e.g. "
+            f"keras.Model(net.input, keras.layers.Dense({num_classes})(net.layers[-2].output))."
+        )
 
 
 def _predict_labels(model, images, labels, batch_size=256):
@@ -435,31 +464,64 @@ def _standard_error(accuracy, count):
     return float(np.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(count, 1)))
 
 
-def predict_folder(model_path, images_dir, out_csv, class_names=None, batch_size=64):
-    """Classify every image file under `images_dir`; write `path,class,probability`.
+def predict_folder(model_path, images, out_csv, class_names=None, batch_size=64, top_k=1):
+    """Classify an image file, or every image file under a folder; write a CSV.
+
+    One row per image: `path`, then for each of the `top_k` most probable
+    classes its name and probability (`class`, `probability`, `class_2`,
+    `probability_2`, ...).
+
+    Example:
+
+    ```python
+    count = keras_ssl.runner.predict_folder("run1/model.keras", "photos/new",
+                                            "predictions.csv", top_k=3)
+    ```
 
     Args:
         model_path: a `.keras` model written by `train_from_folders` (or any
             model taking raw 0-255 pixels and returning class scores).
-        images_dir: a folder of images (sub-folders are read too).
-        out_csv: the CSV to write.
+        images: an image file, or a folder of images (sub-folders are read
+            too; hidden files skipped).
+        out_csv: the CSV to write, or "-" for standard output.
         class_names: list of names; None reads `class_names.json` beside the
             model.
         batch_size: images per forward pass.
+        top_k: how many classes per image (at most the number of classes).
 
     Returns:
         The number of rows written.
     """
     model, class_names = _load_for_folders(model_path, class_names)
-    scan = folders.scan(images_dir, labeled=False)
-    scores = _classify(model, scan.files, batch_size)
-    rows = []
-    for path, row in zip(scan.files, scores):
-        best = int(np.argmax(row))
-        rows.append((path, class_names[best], float(row[best])))
-    with open(out_csv, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "class", "probability"])
-        for path, name, probability in rows:
-            writer.writerow([path, name, f"{probability:.4f}"])
-    return len(rows)
+    _check_model(model, model_path)
+    width = model.outputs[0].shape[-1]
+    if width != len(class_names):
+        raise InputError(
+            f"{model_path!r} has {width} outputs, but {len(class_names)} class names were "
+            f"given; pass {width} names to --classes, in the model's output order (or keep "
+            "the class_names.json that keras-ssl train wrote beside the model)."
+        )
+    if os.path.isfile(images):
+        files = [os.fspath(images)]
+    else:
+        files = folders.scan(images, labeled=False).files
+    scores = _classify(model, files, batch_size)
+    top_k = max(1, min(int(top_k), len(class_names)))
+    header = ["path"]
+    for rank in range(1, top_k + 1):
+        suffix = "" if rank == 1 else f"_{rank}"
+        header += [f"class{suffix}", f"probability{suffix}"]
+    out = sys.stdout if out_csv == "-" else open(out_csv, "w", newline="")  # noqa: SIM115
+    try:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        for path, row in zip(files, scores):
+            best = np.argsort(-row)[:top_k]
+            cells = [path]
+            for index in best:
+                cells += [class_names[int(index)], f"{float(row[index]):.4f}"]
+            writer.writerow(cells)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return len(files)

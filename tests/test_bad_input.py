@@ -209,6 +209,10 @@ CASES = [
     Case("unlabeled_pydataset_yields_pairs", InputError,
          r"unlabeled must yield images only.*tuples of 2 elements",
          lambda: _fit(unlabeled=_PairsPyDataset())),
+    Case("unlabeled_with_labels_pair", InputError,
+         r"fit\(unlabeled=\.\.\.\) received a pair of arrays .*unlabeled data has no labels.*"
+         r"unlabeled_labels=y_unlabeled",
+         lambda: _fit(unlabeled=(U, _labels(len(U))))),
     Case("self_training_endless_stream", InputError,
          r"The unlabeled tf.data.Dataset is infinite \(it repeats\).*Pass the dataset "
          r"before .repeat\(\), or choose an algorithm without a table",

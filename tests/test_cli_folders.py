@@ -2,6 +2,7 @@
 unreadable files), no leakage between the labeled and the unlabeled set."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -139,3 +140,48 @@ def test_train_accounts_for_every_file_in_run_json(tmp_path, capsys):
     assert settings["unlabeled_images"] == 20 and settings["duplicates_dropped"] == 1
     assert settings["files"]["labeled"]["skipped"] == {"hidden": 1, "not images": 0}
     assert settings["files"]["labeled"]["formats"] == {"PNG": 20, "WEBP": 1}
+
+
+def _saved_model(path, input_shape=(8, 8, 3), outputs=3):
+    import keras
+
+    net = keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                            keras.layers.Dense(outputs)])
+    net.save(path)
+    return path
+
+
+@pytest.mark.parametrize("shape, outputs, message", [
+    ((8, 8, 3), 3, r"has 3 outputs, but the labeled folder has 2 classes"),
+    ((16, 16, 3), 2, r"takes images of shape \(16, 16, 3\).*--image-size 16"),
+])
+def test_a_model_that_does_not_fit_the_data_is_refused_before_training(
+        tmp_path, capsys, shape, outputs, message):
+    labeled = _two_classes(tmp_path / "labeled")
+    model = _saved_model(tmp_path / "net.keras", shape, outputs)
+    out = tmp_path / "run"
+    assert cli.main(["train", str(labeled), "--model", str(model), "--out", str(out),
+                     "--epochs", "1", "--verbose", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert re.search(message, error), error
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_predict_a_single_file_top_k_to_standard_output(tmp_path, capsys):
+    import csv
+    import io
+
+    model = _saved_model(tmp_path / "net.keras", outputs=3)
+    (tmp_path / "class_names.json").write_text(json.dumps(["a", "b", "c"]))
+    image = _image(tmp_path / "photos" / "one.webp")
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), str(image), "--top-k", "2", "--out", "-"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["path", "class", "probability", "class_2", "probability_2"]
+    assert len(rows) == 2 and rows[1][0] == str(image)
+    assert float(rows[1][2]) >= float(rows[1][4]) and {rows[1][1], rows[1][3]} <= {"a", "b", "c"}
+    # A class list of the wrong length is refused, not mislabelled.
+    assert cli.main(["predict", str(model), str(image), "--classes", "x,y",
+                     "--out", "-"]) == 2
+    assert "has 3 outputs, but 2 class names were given; pass 3 names" in capsys.readouterr().err
