@@ -156,7 +156,8 @@ def build_parser():
     train.add_argument("--seed", type=COUNT, default=0, help="random seed (default 0)")
     train.add_argument("--verbose", type=COUNT, default=1,
                        help="0 quiet, 1 progress (default: bars on a terminal, a line per "
-                            "epoch otherwise), 2 one line per epoch")
+                            "epoch otherwise), 2 one line per epoch, 3 also the "
+                            "frameworks' own start-up lines")
 
     evaluate = sub.add_parser(
         "evaluate", help="accuracy, per class, and the confusion matrix of a trained model "
@@ -185,12 +186,30 @@ def build_parser():
     return parser
 
 
+def _import_quietly():
+    """Import TensorFlow with the process's stderr closed: its C++ start-up lines
+    (oneDNN, CUDA probing on a machine without a GPU) are written before any
+    log level applies. Python errors still surface; later framework logs obey
+    TF_CPP_MIN_LOG_LEVEL."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # Quiet frameworks: TensorFlow's C++ start-up lines (CUDA probing on a
-    # machine without a GPU included) unless asked for.
-    if not getattr(args, "verbose", 0) or getattr(args, "verbose", 0) < 3:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Framework start-up lines only with --verbose 3 (train) or more.
+    if getattr(args, "verbose", 0) < 3 and "tensorflow" not in sys.modules:
+        _import_quietly()
     from keras_ssl import cli
 
     return cli.run(args)

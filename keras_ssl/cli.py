@@ -103,7 +103,10 @@ def run(args):
         print(f"keras-ssl {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nkeras-ssl {args.command}: interrupted.", file=sys.stderr)
+        written = (" nothing was written (a run writes its outputs when training ends)."
+                   if args.command == "train" else "")
+        print(f"\nkeras-ssl {args.command}: interrupted;{written or ' stopped.'}",
+              file=sys.stderr)
         return 130
 
 

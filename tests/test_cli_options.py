@@ -68,3 +68,13 @@ def test_an_out_folder_with_files_is_not_overwritten(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path / "missing"), "--out", str(out),
                      "--overwrite"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_command_prints_no_framework_start_up_lines(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_ssl_cli", "predict", str(tmp_path / "none.keras"),
+         str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"keras-ssl predict: error: The model file '{tmp_path / 'none.keras'}' does not exist."]
+    assert result.stdout == ""
