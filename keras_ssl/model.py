@@ -668,9 +668,13 @@ class SemiSupervisedModel(keras.Model):
             )
             return x, unlabeled
         if verbose:
-            _print(f"keras-ssl: {store.describe()}.")
+            _compat.print_msg(f"keras-ssl: {store.describe()}.")
         if zipped:
-            return data.split_zipped(x)[0], store.images
+            labeled = data.split_zipped(x)[0]
+            count = int(x.cardinality())
+            if count >= 0 and int(labeled.cardinality()) != count:
+                labeled = labeled.take(count)  # the zip's epoch: as long as its shorter part
+            return labeled, store.images
         return x, store.images
 
     def _read(self, x, y=None, verbose=0, **kwargs):
@@ -695,7 +699,7 @@ class SemiSupervisedModel(keras.Model):
             x, kwargs["unlabeled"] = self._table_inputs(x, kwargs.get("unlabeled"), verbose)
         has_unlabeled = kwargs.get("unlabeled") is not None or data.is_zipped(x)
         if has_unlabeled and verbose:
-            _print(f"keras-ssl: {type(self.algorithm).__name__} "
+            _compat.print_msg(f"keras-ssl: {type(self.algorithm).__name__} "
                    f"({self.algorithm_reason}).")
         return data.read(
             x, y, unlabeled_ratio=self.unlabeled_ratio, array_feed=array_feed,
@@ -1079,8 +1083,6 @@ def _distribution_scope(model):
     return strategy.scope()
 
 
-
-
 _NO_UNLABELED = object()
 _FALLBACK_COST = (
     "A FixMatch step costs about twice a self-training step (it also runs a weak view "
@@ -1099,9 +1101,3 @@ def _unlabeled_source(x, unlabeled):
         return _NO_UNLABELED
     parts = data.split_zipped(x)
     return None if parts is None else parts[1]
-
-
-def _print(message):
-    from keras.src.utils import io_utils
-
-    io_utils.print_msg(message)

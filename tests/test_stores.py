@@ -233,3 +233,15 @@ def test_memory_budget_is_checked_and_saved():
         keras_ssl.SemiSupervisedModel(tiny_cnn(), unlabeled_memory_gb=0)
     ssl = keras_ssl.SemiSupervisedModel(tiny_cnn(), unlabeled_memory_gb=2.5)
     assert ssl.get_config()["unlabeled_memory_gb"] == 2.5
+
+
+def test_a_finite_zip_keeps_its_epoch_length():
+    x, y, u = _data()
+    labeled = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    zipped = tf.data.Dataset.zip((labeled, tf.data.Dataset.from_tensor_slices(u).batch(16)))
+    keras.utils.set_random_seed(0)
+    ssl = keras_ssl.SemiSupervisedModel(tiny_cnn(), unlabeled_ratio=2)
+    ssl.compile(optimizer="adam")
+    ssl.fit(zipped, epochs=1, verbose=0)  # no steps_per_epoch: the zip's 6 batches
+    assert int(keras.ops.convert_to_numpy(ssl.optimizer.iterations)) == 6
+    assert len(ssl.pseudo_label_table) == len(u)
