@@ -226,10 +226,18 @@ def load_image(path, image_size, channels=3):
         return np.asarray(image, dtype="uint8").reshape(height, width, channels)
 
 
-def load_images(paths, image_size, channels=3, workers=None):
+def load_images(paths, image_size, channels=3, workers=None, memory_gb=None):
     """Every file of `paths` (`load_image`), in threads; one `InputError` names
-    every file that fails to decode."""
+    every file that fails to decode, another says when they would take more than
+    `memory_gb` GiB (None: no limit)."""
     paths = list(paths)
+    need = len(paths) * int(np.prod(image_size)) * channels
+    if memory_gb is not None and need > memory_gb * 2 ** 30:
+        raise InputError(
+            f"{len(paths)} images of {image_size[0]}x{image_size[1]}x{channels} take "
+            f"{need / 2 ** 30:.1f} GiB in memory, more than the {memory_gb:g} GiB allowed. "
+            "Pass a smaller image size (--image-size N) or use fewer images."
+        )
     out = np.empty((len(paths), *image_size, channels), "uint8")
     failures = []
 
@@ -417,7 +425,10 @@ def from_scans(labeled, unlabeled=None, image_size=None, color_mode="auto",
     x_val, y_val = (x[val], y[val]) if n_val else (None, None)
     images, duplicates = None, 0
     if unlabeled is not None:
-        images = load_images(unlabeled.files, image_size, channels)
+        from keras_ssl.data import DEFAULT_MEMORY_GB
+
+        images = load_images(unlabeled.files, image_size, channels,
+                             memory_gb=DEFAULT_MEMORY_GB)
         known = set(_fingerprints(x))
         keep = np.asarray([key not in known for key in _fingerprints(images)], bool)
         duplicates = int((~keep).sum())
