@@ -189,5 +189,5 @@ def test_predict_a_single_file_top_k_to_standard_output(tmp_path, capsys):
 
 def test_images_over_the_memory_budget_are_refused_with_the_fix(tmp_path):
     paths = [_image(tmp_path / f"{index}.png") for index in range(3)]
-    with pytest.raises(InputError, match=r"3 images of 512x512x3 take .* --image-size"):
+    with pytest.raises(InputError, match=r"3 images of 512x512x3 take .*--image-size"):
         folders.load_images(paths, (512, 512), 3, memory_gb=1e-3)
