@@ -63,7 +63,7 @@ def test_from_folders_gives_datasets_fit_takes(tmp_path):
     ("no_classes", r"has no sub-folders\. Put the images of each class in a sub-folder"),
     ("one_class", r"has one class sub-folder \('a'\); a classifier needs at least two"),
     ("empty_class", r"The class folder '.*b' holds no images"),
-    ("corrupt", r"1 image file\(s\) cannot be read:\n  .*broken\.png: .*Remove or replace"),
+    ("corrupt", r"(?s)1 image file\(s\) cannot be read:\n  .*broken\.png: .*Remove or replace"),
     ("unlabeled_empty", r"The unlabeled folder '.*unlabeled' holds no images"),
     ("unlabeled_size", r"The images have several sizes .* Pass image_size="),
     ("unlabeled_mode", (r"The labeled images are colour but the unlabeled images in .* are "
