@@ -170,6 +170,7 @@ def test_callbacks_hold_no_saved_state():
         keras_ssl.callbacks.PlateauPhaseSwitch(monitor="val_accuracy", patience=2),
         keras_ssl.callbacks.BatchNormWarmup(x, steps=3),
         keras_ssl.callbacks.TimeLimit(minutes=2),
+        keras_ssl.callbacks.CosineDecayByTime(minutes=3, initial_learning_rate=0.1),
     ]
     assert {type(c).__name__ for c in built} == {
         name for name in keras_ssl.callbacks.__all__ if name[0].isupper()
@@ -179,6 +180,7 @@ def test_callbacks_hold_no_saved_state():
         assert not hasattr(callback, "get_config")
     assert built[0].decay == 0.99 and built[1].patience == 2 and built[2].steps == 3
     assert built[3].minutes == 2.0
+    assert built[4].seconds == 180.0 and built[4].initial == 0.1
 
 
 # The other backends, in subprocesses ----------------------------------------
