@@ -220,13 +220,16 @@ def test_refreshing_leaves_the_weights_and_statistics_exactly_as_they_were(
                                ssl.algorithm.table_targets(teacher), atol=1e-5)
 
 
-def test_a_stream_of_unlabeled_images_is_refused_with_the_fix():
+def test_a_finite_stream_fills_the_table_and_an_endless_one_is_refused_with_the_fix():
     import tensorflow as tf
 
     x, y, u = _data()
     ssl = _model(keras_ssl.SelfTraining())
-    with pytest.raises(InputError, match="must be a numpy array of images"):
-        ssl.fit(x, y, unlabeled=tf.data.Dataset.from_tensor_slices(u).batch(8), verbose=0)
+    ssl.fit(x, y, unlabeled=tf.data.Dataset.from_tensor_slices(u).batch(8), verbose=0)
+    assert len(ssl.pseudo_label_table) == len(u)
+    endless = tf.data.Dataset.from_tensor_slices(u).repeat().map(lambda image: image)
+    with pytest.raises(InputError, match=r"infinite.*before .repeat\(\)"):
+        ssl.fit(x, y, unlabeled=endless.batch(8), verbose=0)
 
 
 def test_batches_are_drawn_from_the_confident_images_only():
@@ -478,7 +481,7 @@ def test_ema_weights_and_the_teacher_export_agree_with_batchnorm_recomputed():
         pass
 
 
-def test_default_is_self_training_for_arrays_and_fixmatch_for_streams():
+def test_default_is_self_training_for_finite_sources_and_fixmatch_for_endless_streams():
     import tensorflow as tf
 
     x, y, u = _data()
@@ -504,22 +507,28 @@ def test_default_is_self_training_for_arrays_and_fixmatch_for_streams():
     fit(ssl, unlabeled=u)
     assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
     assert ssl.pseudo_label_table is not None
-    # The same model given a stream: FixMatch(0.8), a step retraced for it.
-    history = fit(ssl, unlabeled=tf.data.Dataset.from_tensor_slices(u)).history
+    # A finite stream: the same default, its images read into the table.
+    fit(ssl, unlabeled=tf.data.Dataset.from_tensor_slices(u))
+    assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
+    assert len(ssl.pseudo_label_table) == len(u)
+    # An endless stream: FixMatch(0.8), a step retraced for it, and a warning.
+    endless = tf.data.Dataset.from_tensor_slices(u).repeat().map(lambda image: image)
+    with pytest.warns(UserWarning, match="endless stream"):
+        history = fit(ssl, unlabeled=endless).history
     assert isinstance(ssl.algorithm, keras_ssl.FixMatch)
     assert ssl.algorithm.threshold == 0.8 and "mask_rate" in history.history
     assert ssl.pseudo_label_table is None
     fit(ssl, unlabeled=u)  # and back
     assert isinstance(ssl.algorithm, keras_ssl.SelfTraining)
-    # A zipped labeled+unlabeled dataset is a stream too.
+    # A zipped labeled+unlabeled dataset: its unlabeled half, under the repeat, fills the table.
     zipped = tf.data.Dataset.zip((tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
                                   tf.data.Dataset.from_tensor_slices(u).repeat().batch(16)))
-    assert isinstance(fit(fresh(), data=zipped).algorithm, keras_ssl.FixMatch)
+    assert isinstance(fit(fresh(), data=zipped).algorithm, keras_ssl.SelfTraining)
     # An algorithm the user chose is never replaced.
     chosen = fit(fresh(keras_ssl.SelfTraining(threshold=0.5)), unlabeled=u)
     assert chosen.algorithm.threshold == 0.5
-    with pytest.raises(InputError, match="must be a numpy array"):
-        fit(chosen, unlabeled=tf.data.Dataset.from_tensor_slices(u))
+    with pytest.raises(InputError, match="infinite"):
+        fit(chosen, unlabeled=endless)
     kept = fit(fresh(keras_ssl.FixMatch(threshold=0.9)), unlabeled=u)
     assert isinstance(kept.algorithm, keras_ssl.FixMatch)
 
