@@ -173,6 +173,9 @@ class PseudoLabelTable:
 class TableRefresh(keras.callbacks.Callback):
     """Refreshes a `PseudoLabelTable` every `every` training steps.
 
+    `every` is an int, or a function of the table's rows (None before the
+    first refresh) that gives the steps to the next refresh.
+
     At the first epoch of a `fit`, then before the step that is due, in the
     middle of an epoch too. On JAX, whose trainer keeps the weights outside
     the variables during an epoch, it first syncs them
@@ -185,7 +188,10 @@ class TableRefresh(keras.callbacks.Callback):
     def __init__(self, table, every, verbose=0):
         super().__init__()
         self.table = table
-        self.every = int(every)
+        # An int, or a function of the table giving the steps to the next
+        # refresh (asked after each refresh).
+        self._interval = every if callable(every) else None
+        self.every = int(every) if self._interval is None else int(every(None))
         self.verbose = verbose
         self._last = None
         self._epoch_start = 0
@@ -210,6 +216,8 @@ class TableRefresh(keras.callbacks.Callback):
     def _refresh(self, step):
         self.table.refresh(self.model)
         self._last = step
+        if self._interval is not None:
+            self.every = int(self._interval(self.table.probs))
         if self.verbose:
             share = len(self.table.selected) / len(self.table)
             print(f"pseudo-label table refreshed at step {step}: "

@@ -542,6 +542,29 @@ def test_auto_min_delta_does_not_take_a_small_splits_noise_for_progress():
         PlateauPhaseSwitch(monitor="val_accuracy", min_delta="auto")
 
 
+def test_switch_keeps_the_later_weights_within_the_noise_and_restores_beyond_it():
+    def switch_after(values):
+        ssl = built_ssl()
+        switch = PlateauPhaseSwitch(monitor="val_loss", patience=2, min_delta=0.05,
+                                    verbose=0)
+        switch.set_model(ssl)
+        switch.set_params({"epochs": 50})
+        switch.on_train_begin()
+        weights, _ = drive(switch, ssl, values)
+        assert switch.switch_epoch == 2 and switch.best_epoch == 0
+        return weights, numpy_weights(ssl.model.trainable_variables)
+
+    # The last loss (1.02) is within the delta of the best (1.0): phase 2
+    # starts from the last weights, which trained two epochs longer.
+    weights, now = switch_after([1.0, 0.98, 1.02])
+    for a, b in zip(weights[2], now):
+        np.testing.assert_array_equal(a, b)
+    # 1.2 is worse by more than the delta: the best weights come back.
+    weights, now = switch_after([1.0, 0.98, 1.2])
+    for a, b in zip(weights[0], now):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_time_limit_mid_epoch_stops_inside_a_long_epoch():
     import time
 

@@ -82,12 +82,32 @@ def test_auto_refresh_interval_keeps_labelling_at_a_tenth_of_the_compute():
     assert algorithm.refresh_interval(1237, 20 + 140) == 26
     assert algorithm.refresh_interval(10, 1000) == 1
     assert keras_ssl.SelfTraining(refresh_every=100).refresh_interval(20000, 128) == 100
-    # In fit: 64 images, batches of 8 + 16: every ceil(64 / 7.2) = 9 steps.
+    # In fit: 64 images, batches of 8 + 16: every ceil(64 / 7.2) = 9 steps
+    # (min_selected=0: no table counts as unconfident).
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining())
+    ssl = _model(keras_ssl.SelfTraining(min_selected=0.0))
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=2, steps_per_epoch=10, verbose=0)
     table = ssl.pseudo_label_table
     assert (table.refreshes, table.refreshed_at_step) == (3, 18)  # before steps 0, 9, 18
+
+
+def test_auto_refresh_comes_four_times_sooner_while_the_table_is_unconfident():
+    algorithm = keras_ssl.SelfTraining(threshold=0.8, min_selected=0.1)
+    rows = np.full((100, 2), 0.5, dtype="float32")
+    rows[:5] = [0.9, 0.1]  # 5 % confident: under min_selected
+    assert algorithm.refresh_interval(20000, 32 + 96, rows) == 131  # ceil(521 / 4)
+    rows[:10] = [0.9, 0.1]  # 10 %: a table worth drawing from
+    assert algorithm.refresh_interval(20000, 32 + 96, rows) == 521
+    assert algorithm.refresh_interval(20000, 32 + 96, None) == 521
+    fixed = keras_ssl.SelfTraining(refresh_every=100)
+    assert fixed.refresh_interval(20000, 128, rows[10:]) == 100
+    # In fit: an untrained model's table is unconfident, so it is labelled
+    # again every ceil(9 / 4) = 3 steps instead of 9.
+    x, y, u = _data()
+    ssl = _model(keras_ssl.SelfTraining(threshold=0.99))
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0)
+    table = ssl.pseudo_label_table
+    assert (table.refreshes, table.refreshed_at_step) == (4, 9)  # before steps 0, 3, 6, 9
 
 
 def test_batchnorm_statistics_are_recomputed_while_the_moving_ones_are_young():

@@ -158,7 +158,7 @@ class Algorithm:
         metric_names: names of the extra metrics `unlabeled_loss` returns.
         uses_table: the algorithm reads stored pseudo-labels: the model
             keeps a `PseudoLabelTable` of every unlabeled image, refreshes it
-            (every `refresh_interval(num_images, images_per_step)` steps;
+            (every `refresh_interval(num_images, images_per_step, rows)` steps;
             `table_targets(probs)` turns the teacher's probabilities into
             its rows; an optional `table_selection(rows)` returns the images
             batches are drawn from, a boolean mask or draw weights) and
@@ -188,9 +188,14 @@ class Algorithm:
         del steps
         return cls(**kwargs)
 
-    def refresh_interval(self, num_images, images_per_step):
-        """Steps between refreshes of the table (`uses_table`): `refresh_every`."""
-        del num_images, images_per_step
+    def refresh_interval(self, num_images, images_per_step, rows=None):
+        """Steps between refreshes of the table (`uses_table`): `refresh_every`.
+
+        `rows` are the table's rows after the latest refresh (None before
+        the first), for algorithms that refresh sooner while the table is
+        unconfident.
+        """
+        del num_images, images_per_step, rows
         return int(self.refresh_every)
 
     def refresh_batchnorm_steps(self, model, step):

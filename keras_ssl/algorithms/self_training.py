@@ -85,7 +85,9 @@ class SelfTraining(Algorithm):
             pass taken as a third of a training step per image): every
             `ceil(n_unlabeled / (0.3 * images_per_step))` steps, 521 for
             20,000 images and batches of 32 + 96, 26 for 1,237 images and 20
-            + 140.
+            + 140; a quarter of that while fewer than `min_selected` of the
+            table reach `threshold` (its drawn images are then mostly masked
+            out, and labelling again with the improving model pays more).
         distribution_alignment: align the table's mean class distribution to
             `class_prior`. Default True.
         class_prior: target class distribution (sums to 1); None: uniform.
@@ -215,6 +217,8 @@ class SelfTraining(Algorithm):
     # the training compute (a forward pass costs about a third of a step's
     # forward and backward pass per image).
     REFRESH_COST = 0.1
+    # ... and this share of that interval while the table is unconfident.
+    YOUNG_TABLE_SHARE = 0.25
     # `batchnorm_steps="auto"`: batches of the recomputation while the moving
     # statistics still hold more than `YOUNG` of their initial values.
     AUTO_BATCHNORM_STEPS = 20
@@ -223,13 +227,22 @@ class SelfTraining(Algorithm):
     # fair share (selected rows / classes) in the draw weights.
     BALANCE_FLOOR = 0.25
 
-    def refresh_interval(self, num_images, images_per_step):
+    def refresh_interval(self, num_images, images_per_step, rows=None):
         """Steps between refreshes: `refresh_every`, or with "auto" the fewest
         steps for which labelling `num_images` costs at most `REFRESH_COST`
-        of training on `images_per_step` images a step."""
+        of training on `images_per_step` images a step; a quarter of that
+        (`YOUNG_TABLE_SHARE`) while fewer than `min_selected` of the table's
+        `rows` reach `threshold`: most drawn images are then masked out, so
+        the unlabeled half of each step is mostly wasted and labelling again
+        with the improving model is the better use of the compute."""
         if self.refresh_every != "auto":
             return self.refresh_every
-        return max(1, math.ceil(num_images / (3.0 * self.REFRESH_COST * images_per_step)))
+        steps = max(1, math.ceil(num_images / (3.0 * self.REFRESH_COST * images_per_step)))
+        if rows is not None and self.weighting == "threshold" and len(rows):
+            confident = float(np.mean(np.asarray(rows).max(axis=1) >= self.threshold))
+            if confident < self.min_selected:
+                steps = max(1, math.ceil(self.YOUNG_TABLE_SHARE * steps))
+        return steps
 
     def refresh_batchnorm_steps(self, model, step):
         """Batches to recompute the teacher's BatchNorm statistics on at `step`.

@@ -20,7 +20,8 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
     `unlabeled_loss_scale` variable, read by the compiled step, is 0). When
     the monitored value has not improved for `patience` epochs, phase 2
     begins: the best weights so far are restored (with
-    `restore_best_weights=True`), the unlabeled loss is turned on (scale 1)
+    `restore_best_weights=True`) if the last epoch is worse than them by
+    more than `min_delta`, the unlabeled loss is turned on (scale 1)
     and training goes on. A `BatchNormWarmup` callback in the same `fit`
     sees the switch and recomputes BatchNorm statistics. When phase 2 has not
     improved on the best value of the run for `patience` epochs
@@ -69,9 +70,10 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
             `sqrt(p (1 - p) / validation_size)`: on 200 validation images
             at 50 % accuracy that is 3.5 points, larger than most
             epoch-to-epoch changes, which a delta of 0 would count as
-            progress; 0 for other monitors. At the end of training the best
-            weights are restored only if the last epoch is worse than the
-            best by more than this delta.
+            progress; 0 for other monitors. At the switch and at the end of
+            training the best weights are restored only if the last epoch is
+            worse than the best by more than this delta (within the noise,
+            the later weights have trained longer).
         validation_size: images in the validation data, for
             `min_delta="auto"`.
         mode: `"auto"`, `"min"` or `"max"`, as in `keras.callbacks.EarlyStopping`.
@@ -286,7 +288,11 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         return False
 
     def _switch(self, epoch, reason=None):
-        restored = self._restore_best()
+        # Phase 2 starts from the best weights only when the last epoch is
+        # worse than them by more than the delta: within the validation
+        # noise, the later weights have simply trained longer.
+        restored = (self._worse_than_best(getattr(self, "last_value", None))
+                    and self._restore_best())
         self.model.unlabeled_loss_scale.assign(1.0)
         self.phase = SEMI_SUPERVISED
         self.phase_start_epoch = epoch + 1
