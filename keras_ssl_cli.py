@@ -120,9 +120,15 @@ def build_parser():
                        help="folder of unlabeled images (sub-folders are read too); "
                             "without it, supervised training only")
     train.add_argument("--out", required=True, metavar="DIR",
-                       help="output folder: must be new or empty, unless --overwrite")
+                       help="output folder: new or empty (or an interrupted run's, which "
+                            "is continued), unless --overwrite; a checkpoint is kept in "
+                            "DIR/.checkpoint each epoch while training")
     train.add_argument("--overwrite", action="store_true",
-                       help="write into an --out folder that already holds files")
+                       help="write into an --out folder that already holds files (an "
+                            "interrupted run there starts over)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out (the same command "
+                            "without it does too); an error if there is none")
     train.add_argument("--model", default="cnn",
                        help="cnn, mobilenet, efficientnet (built from scratch), or a .keras "
                             "file that takes raw 0-255 pixels (default cnn)")

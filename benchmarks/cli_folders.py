@@ -54,7 +54,7 @@ def write(args):
 def _command(argv):
     """Run a keras-ssl command in its own process; return its wall time."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "keras_ssl.cli", *argv], check=True)
+    subprocess.run([sys.executable, "-m", "keras_ssl_cli", *argv], check=True)
     return time.perf_counter() - start
 
 
@@ -79,12 +79,13 @@ def run(args):
             row = {"method": method, "seed": seed, "test_accuracy": accuracy,
                    "seconds": round(seconds, 1), "budget_seconds": 60 * args.minutes,
                    "steps": run_json["results"]["ssl"]["steps"],
-                   "switch_epoch": run_json["results"]["ssl"]["switch_epoch"],
+                   "phase1_epochs": run_json["results"]["ssl"]["phase1_epochs"],
                    "val_accuracy": run_json["results"]["ssl"]["val_accuracy"]}
             print(f"  seed {seed} {method:>10}: test accuracy {accuracy:.4f}, "
                   f"{row['steps']} steps, {seconds:.0f} s of {60 * args.minutes:.0f} s",
                   flush=True)
             results.append(row)
+            _save(args, results)  # after each run: a stopped benchmark keeps its rows
     print("\n| method | test accuracy, per seed | mean ± std | wall time / budget |")
     print("|---|---|---|---|")
     for method in ("ssl", "supervised"):
@@ -93,6 +94,10 @@ def run(args):
         ratio = [r["seconds"] / r["budget_seconds"] for r in rows]
         print(f"| {method} | {' / '.join(f'{a:.2f}' for a in acc)} | {acc.mean():.2f} ± "
               f"{acc.std():.2f} | {min(ratio):.2f}-{max(ratio):.2f} |")
+    _save(args, results)
+
+
+def _save(args, results):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "cli_folders.json"), "w") as f:
         json.dump({"args": vars(args), "runs": results}, f, indent=1)

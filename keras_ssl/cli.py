@@ -41,13 +41,23 @@ def _demo(args):
 def _train(args):
     from keras_ssl import runner
 
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
-        print(f"keras-ssl train: error: --out {args.out} already holds files; choose a new "
-              "folder, or pass --overwrite to write into it.", file=sys.stderr)
-        return 2
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         print(f"keras-ssl train: error: --out {args.out} is a file, not a folder.",
               file=sys.stderr)
+        return 2
+    interrupted = runner.saved_run(args.out) is not None
+    if args.resume and args.overwrite:
+        print("keras-ssl train: error: --resume continues the run in --out and --overwrite "
+              "starts it over; pass one of them.", file=sys.stderr)
+        return 2
+    if args.resume and not interrupted:
+        print(f"keras-ssl train: error: --resume: {args.out} holds no interrupted run "
+              "(nothing to continue); leave --resume out to start one.", file=sys.stderr)
+        return 2
+    if (os.path.isdir(args.out) and os.listdir(args.out) and not interrupted
+            and not args.overwrite):
+        print(f"keras-ssl train: error: --out {args.out} already holds files; choose a new "
+              "folder, or pass --overwrite to write into it.", file=sys.stderr)
         return 2
 
     image_size = args.image_size
@@ -60,7 +70,7 @@ def _train(args):
         algorithm=args.algorithm, batch_size=args.batch_size,
         unlabeled_ratio=args.unlabeled_ratio, validation_split=args.validation_split,
         color_mode=args.color_mode, flip=not args.no_flip, seed=args.seed,
-        verbose=verbose,
+        verbose=verbose, resume=not args.overwrite,
     )
     return 0
 
@@ -102,11 +112,10 @@ def run(args):
     except InputError as error:
         print(f"keras-ssl {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        written = (" nothing was written (a run writes its outputs when training ends)."
-                   if args.command == "train" else "")
-        print(f"\nkeras-ssl {args.command}: interrupted;{written or ' stopped.'}",
-              file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # train says what was saved and how to continue (runner.Interrupted).
+        message = str(interrupt) or "interrupted; stopped."
+        print(f"\nkeras-ssl {args.command}: {message}", file=sys.stderr)
         return 130
 
 

@@ -226,10 +226,12 @@ def load_image(path, image_size, channels=3):
         return np.asarray(image, dtype="uint8").reshape(height, width, channels)
 
 
-def load_images(paths, image_size, channels=3, workers=None, memory_gb=None):
+def load_images(paths, image_size, channels=3, workers=None, memory_gb=None,
+                progress=None):
     """Every file of `paths` (`load_image`), in threads; one `InputError` names
     every file that fails to decode, another says when they would take more than
-    `memory_gb` GiB (None: no limit)."""
+    `memory_gb` GiB (None: no limit). `progress(count)`, if given, is called
+    as the files are read."""
     paths = list(paths)
     need = len(paths) * int(np.prod(image_size)) * channels
     if memory_gb is not None and need > memory_gb * 2 ** 30:
@@ -249,7 +251,9 @@ def load_images(paths, image_size, channels=3, workers=None, memory_gb=None):
 
     workers = workers or min(8, (os.cpu_count() or 1) + 1)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        list(pool.map(load, range(len(paths))))
+        for count, _ in enumerate(pool.map(load, range(len(paths))), 1):
+            if progress is not None and (count % 256 == 0 or count == len(paths)):
+                progress(count)
     if failures:
         raise _unreadable_error(sorted(failures))
     return out
@@ -378,8 +382,10 @@ def _inside(inner, outer):
 
 
 def from_scans(labeled, unlabeled=None, image_size=None, color_mode="auto",
-               validation_split=0.2, batch_size=32, unlabeled_batch_size=None, seed=0):
-    """`from_folders` for folders already scanned (`scan`)."""
+               validation_split=0.2, batch_size=32, unlabeled_batch_size=None, seed=0,
+               verbose=0):
+    """`from_folders` for folders already scanned (`scan`); `verbose=1` shows
+    progress while the unlabeled images are read."""
     if color_mode == "auto":
         grayscale = set(labeled.channels) == {1}
         if unlabeled is not None and (set(unlabeled.channels) == {1}) != grayscale:
@@ -426,9 +432,12 @@ def from_scans(labeled, unlabeled=None, image_size=None, color_mode="auto",
     images, duplicates = None, 0
     if unlabeled is not None:
         from keras_ssl.data import DEFAULT_MEMORY_GB
+        from keras_ssl.data.store import _progress
 
+        progress = _progress(len(unlabeled.files), "files", verbose)
         images = load_images(unlabeled.files, image_size, channels,
-                             memory_gb=DEFAULT_MEMORY_GB)
+                             memory_gb=DEFAULT_MEMORY_GB, progress=progress.update)
+        progress.done()
         known = set(_fingerprints(x))
         keep = np.asarray([key not in known for key in _fingerprints(images)], bool)
         duplicates = int((~keep).sum())

@@ -1,6 +1,9 @@
 """`fit_two_phase`: supervised until a plateau, then SSL until a plateau, in one call."""
 
 import dataclasses
+import json
+import os
+import shutil
 import time
 
 import keras
@@ -27,7 +30,9 @@ class TwoPhaseReport:
         stopped_epoch: epoch at which phase 2's plateau stopped training, or
             None if `epochs` ran out first.
         best_epoch, best_value, best_phase: the best monitored value of the
-            run, whose weights the model holds at the end.
+            run.
+        kept_epoch: the epoch whose weights the model holds at the end: the
+            best one, or the last when it is within `min_delta` of the best.
         epochs_run: epochs trained. steps_run: optimizer steps at the end.
         final_metrics: `evaluate` results after training, BatchNorm
             statistics recomputed: `val_*` on the validation data and
@@ -45,6 +50,7 @@ class TwoPhaseReport:
     best_epoch: object
     best_value: object
     best_phase: object
+    kept_epoch: object
     epochs_run: int
     steps_run: object
     final_metrics: dict
@@ -94,25 +100,27 @@ class TwoPhaseReport:
 
 
 def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
-                  unlabeled_ratio=None, epochs=100, steps_per_epoch=None, batch_size=32,
+                  unlabeled_ratio=None, epochs=None, steps_per_epoch=None, batch_size=32,
                   monitor="val_loss", patience=3, phase2_patience=None, min_delta="auto",
                   optimizer="adam", loss=None, metrics=("accuracy",), ema_decay=None,
                   batchnorm_warmup=True, batchnorm_steps=20, test_data=None,
-                  callbacks=None, verbose=1, minutes=None, phase1_share=0.25):
+                  callbacks=None, verbose=1, minutes=None, phase1_share=0.25,
+                  backup_dir=None):
     """Train supervised until a plateau, then semi-supervised, in one call.
 
     The tutorial's flow without assembling the pieces: wrap the classifier
     in a `SemiSupervisedModel`, train phase 1 supervised (a `fit` without the
     unlabeled images: supervised steps, a fraction of an SSL step's cost)
     until `monitor` stops improving (`PlateauPhaseSwitch`), restore its best
-    weights, then train phase 2 with the unlabeled images (a second `fit`,
-    continuing the epoch count) until it stops improving, and restore the
-    best weights of the run. BatchNorm statistics
+    weights (unless the last ones are within `min_delta` of them), then
+    train phase 2 with the unlabeled images (a second `fit`, continuing the
+    epoch count) until it stops improving, and restore the best weights of
+    the run. BatchNorm statistics
     are recomputed exactly (`BatchNormWarmup`) when training begins, at the
     switch and before every validation, and once more before the final
     evaluation; with `ema_decay`, validation and the final model use the EMA
     teacher's weights (`EMATeacher`). With an algorithm that keeps a
-    pseudo-label table (`SelfTraining`, the default for array inputs) the
+    pseudo-label table (`SelfTraining`, the default for finite inputs) the
     second phase keeps the moving statistics that training leaves: they are
     recomputed at the switch only, and not at the end when the best weights
     come from that phase (its table labels and scores best with them).
@@ -142,8 +150,9 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             array, `keras_ssl.FixMatch(threshold=0.8)` for a stream).
         unlabeled_ratio: unlabeled images per labeled image in a batch;
             None for the model's default.
-        epochs: upper bound on epochs of both phases together. Default 100;
-            the plateaus normally end training earlier.
+        epochs: upper bound on epochs of both phases together. Default
+            None: 100 (the plateaus normally end training earlier), or no
+            bound with `minutes` (the budget ends training).
         steps_per_epoch: steps per epoch. With a small labeled set, set it
             (e.g. 50): one pass over 50 labels is two steps, too short to
             judge a plateau.
@@ -179,6 +188,13 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             `min_delta`.
         phase1_share: the largest share of `minutes` phase 1 may take.
             Default 0.25.
+        backup_dir: a folder for a checkpoint at the end of every epoch
+            (weights and optimizer through `keras.callbacks.BackupAndRestore`,
+            plus the phase, the plateau counters, the history and the time
+            spent). A call with the same folder after an interruption (e.g.
+            Ctrl-C) continues from the last completed epoch, in its phase and
+            with what is left of `minutes`; the folder is deleted when the
+            call returns. None (default): no checkpoints.
 
     Returns:
         A `TwoPhaseReport`.
@@ -212,7 +228,11 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         ssl.compile(optimizer=optimizer, loss=loss,
                     metrics=list(metrics) if metrics else None)
 
-    start = time.perf_counter()
+    if epochs is None:
+        epochs = 100 if minutes is None else 10 ** 6
+    backup = None if backup_dir is None else _TwoPhaseBackup(backup_dir)
+    resumed = None if backup is None else backup.load_state()
+    start = time.perf_counter() - (resumed["elapsed_s"] if resumed else 0.0)
     if minutes is not None and not float(minutes) > 0:
         raise ValueError(f"fit_two_phase(minutes=...) must be > 0; received {minutes!r}.")
     if not 0.0 < float(phase1_share) < 1.0:
@@ -230,6 +250,16 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         restore_best_weights=True, stop_at_switch=True, verbose=1 if verbose else 0,
         **delta,
     )
+    logs, done = {}, 0
+    if resumed:
+        switch.set_state(resumed["switch"], backup.load_best_weights())
+        logs = {k: list(v) for k, v in resumed["history"].items()}
+        done = int(resumed["epochs"])
+        if verbose:
+            print(f"fit_two_phase: resuming after epoch {done} (phase {resumed['phase']}) "
+                  f"from {backup_dir}", flush=True)
+    if backup is not None:
+        backup.attach(switch, start, {k: list(v) for k, v in logs.items()})
     # An algorithm with a pseudo-label table (SelfTraining, the default for
     # array inputs) trains mostly on strong views, and labels and scores best
     # with the moving statistics that training leaves (BENCHMARKS.md, 3
@@ -257,6 +287,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         items.append(switch)
         if warm is not None:
             items.append(warm2 if last_phase else warm)
+        if backup is not None:
+            items.append(backup)  # after the switch: it saves the switch's decision
         return items + list(callbacks or [])
 
     def budget(share):
@@ -273,15 +305,33 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
     # cost a fraction of an SSL step. The switch ends it at the plateau
     # (best weights restored, unlabeled loss on); phase 2 is a second fit,
     # with them, continuing the epoch count.
-    first = ssl.fit(
-        x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data, callbacks=chain(False) + budget(phase1_share if unlabeled is not None else 1.0),
-        verbose=verbose,
-    )
-    logs = {k: list(v) for k, v in first.history.items()}
-    done = len(next(iter(logs.values()), []))
-    if minutes is not None and unlabeled is not None and switch.switch_epoch is None:
-        switch.switch_now()  # phase 1's share of the budget is spent
+    def extend(history):
+        nonlocal done
+        for key, values in history.items():
+            logs.setdefault(key, [None] * done)
+            logs[key] += list(values)
+        done = max([len(v) for v in logs.values()] + [done])
+        for values in logs.values():  # keys logged in one phase only
+            values += [None] * (done - len(values))
+
+    in_phase_1 = not resumed or resumed["phase"] == 1
+    if in_phase_1:
+        phase1_budget = phase1_share if unlabeled is not None else 1.0
+        if resumed and minutes is not None:  # the share of the whole, not of what is left
+            left = 0.97 * float(minutes) - resumed["elapsed_s"] / 60.0
+            phase1_budget = max(phase1_share * float(minutes) - resumed["elapsed_s"] / 60.0,
+                                1e-3) / max(left, 1e-3) if unlabeled is not None else 1.0
+        first = ssl.fit(
+            x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            initial_epoch=done, validation_data=validation_data,
+            callbacks=chain(False) + budget(min(phase1_budget, 1.0)), verbose=verbose,
+        )
+        ssl._initial_epoch = None  # set by a checkpoint's restore; not for the next fit
+        extend(first.history)
+        if minutes is not None and unlabeled is not None and switch.switch_epoch is None:
+            switch.switch_now()  # phase 1's share of the budget is spent
+            if backup is not None:
+                backup.save(done)  # a resume starts in phase 2
     if switch.switch_epoch is not None and done < epochs and (
             minutes is None or time.perf_counter() - start < 0.95 * 60 * float(minutes)):
         second = ssl.fit(
@@ -290,12 +340,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             validation_data=validation_data, callbacks=chain(True) + budget(1.0),
             verbose=verbose,
         )
-        for key, values in second.history.items():
-            logs.setdefault(key, [None] * done)
-            logs[key] += list(values)
-        total = len(logs.get("phase", []))
-        for values in logs.values():  # keys logged in phase 1 only
-            values += [None] * (total - len(values))
+        ssl._initial_epoch = None
+        extend(second.history)
     elif ema_decay is not None:
         # No phase 2 ran: still finish on the EMA weights, as promised.
         for variable, average in zip(ssl.teacher_sources, ssl.teacher_weights):
@@ -312,6 +358,8 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         final.update(_evaluate(ssl, test_data, batch_size, "test_"))
     wall = time.perf_counter() - start
 
+    if backup is not None:
+        backup.delete()
     phases = [int(p) for p in logs.get("phase", []) if p is not None]
     steps = None
     try:
@@ -322,9 +370,81 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         model=ssl, history=logs, phases=phases, switch_epoch=switch.switch_epoch,
         switch_step=switch.switch_step, stopped_epoch=switch.stopped_epoch,
         best_epoch=switch.best_epoch, best_value=_as_float(switch.best),
-        best_phase=switch.best_phase, epochs_run=len(phases), steps_run=steps,
+        best_phase=switch.best_phase, kept_epoch=switch.weights_epoch,
+        epochs_run=len(phases), steps_run=steps,
         final_metrics=final, wall_time_s=wall, monitor=monitor,
     )
+
+
+class _TwoPhaseBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` (weights, optimizer, epoch) plus what `fit_two_phase`
+    needs to continue a run: the phase, the plateau counters and best
+    weights, the history and the seconds spent (`two_phase.json`,
+    `best_weights.npz`). It restores only in the first `fit` of a resumed
+    call, and keeps its files between the two phases' fits."""
+
+    STATE, BEST = "two_phase.json", "best_weights.npz"
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True,
+                         delete_checkpoint=False)
+        self.restore_pending = False
+
+    def _path(self, name):
+        return os.path.join(self.backup_dir, name)
+
+    def load_state(self):
+        """The saved state (a dict), or None when there is nothing to resume."""
+        if not (os.path.exists(self._path(self.STATE))
+                and os.path.exists(self._weights_path)):
+            return None
+        with open(self._path(self.STATE)) as f:
+            state = json.load(f)
+        self.restore_pending = True
+        return state
+
+    def load_best_weights(self):
+        if not os.path.exists(self._path(self.BEST)):
+            return None
+        with np.load(self._path(self.BEST)) as saved:
+            return [saved[f"w{i}"] for i in range(len(saved.files))]
+
+    def attach(self, switch, start, history):
+        self.switch, self.start, self.history = switch, start, history
+
+    def on_train_begin(self, logs=None):
+        if self.restore_pending:
+            self.restore_pending = False
+            super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            values = self.history.setdefault(key, [])
+            values += [None] * (epoch - len(values))
+            values.append(_as_float(value))
+        self.save(epoch + 1)
+
+    def save(self, epochs):
+        """Checkpoint the model and the state after `epochs` epochs."""
+        self._current_epoch = epochs
+        self._save_model()
+        state = {"epochs": int(epochs), "phase": 2 if self.switch.switch_epoch is not None
+                 else 1, "elapsed_s": time.perf_counter() - self.start,
+                 "switch": self.switch.get_state(),
+                 "history": {k: v[:epochs] for k, v in self.history.items()}}
+        best = (self.switch.best_epoch, self.switch.best_phase)
+        if self.switch.best_weights is not None and best != getattr(self, "_saved_best", None):
+            self._saved_best = best  # written again only when the best changes
+            temporary = self._path("best_weights.tmp.npz")
+            np.savez(temporary, **{f"w{i}": w for i, w in enumerate(self.switch.best_weights)})
+            os.replace(temporary, self._path(self.BEST))
+        temporary = self._path(self.STATE + ".tmp")
+        with open(temporary, "w") as f:
+            json.dump(state, f)
+        os.replace(temporary, self._path(self.STATE))
+
+    def delete(self):
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 def _warmup_images(x, unlabeled):

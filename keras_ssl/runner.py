@@ -11,8 +11,10 @@ classifies a folder of images with such a model and writes a CSV.
 """
 
 import csv
+import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -22,7 +24,7 @@ import numpy as np
 from keras_ssl import callbacks as ssl_callbacks
 from keras_ssl import folders, models, plots
 from keras_ssl.checks import InputError
-from keras_ssl.recipes import fit_two_phase
+from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
 
 MAX_AUTO_SIDE = 128  # larger images are resized to this by default (CPU budgets)
 PATIENCE = 5  # epochs without a better validation accuracy before a phase ends
@@ -68,7 +70,7 @@ def choose_settings(labeled, unlabeled, image_size=None, batch_size=None,
             "classes": len(labeled.class_names)}
 
 
-def _optimizer(minutes, settings):
+def _optimizer(minutes, settings, backup_dir=None):
     """`fit_two_phase`'s optimizer and learning-rate callbacks for one run.
 
     SGD with Nesterov momentum, decoupled weight decay and a cosine decay of
@@ -78,8 +80,13 @@ def _optimizer(minutes, settings):
     """
     if minutes:
         rate = LEARNING_RATE
+        spent = 0.0  # a resumed run continues its schedule where it stopped
+        state = None if backup_dir is None else os.path.join(backup_dir, "two_phase.json")
+        if state is not None and os.path.exists(state):
+            with open(state) as f:
+                spent = float(json.load(f)["elapsed_s"])
         decay = [ssl_callbacks.CosineDecayByTime(minutes, LEARNING_RATE,
-                                                 started_at=time.perf_counter())]
+                                                 started_at=time.perf_counter() - spent)]
     else:
         rate = keras.optimizers.schedules.CosineDecay(
             LEARNING_RATE, settings["epochs"] * settings["steps_per_epoch"])
@@ -130,6 +137,10 @@ def _check_model(net, name, input_shape=None, num_classes=None):
         )
 
 
+def _one_based(epoch):
+    return None if epoch is None else int(epoch) + 1
+
+
 def _predict_labels(model, images, labels, batch_size=256):
     predictions = [np.argmax(_probabilities(model, images[i:i + batch_size]), axis=-1)
                    for i in range(0, len(images), batch_size)]
@@ -141,10 +152,51 @@ def _per_class(labels, predictions, count):
             for c in range(count)]
 
 
+CHECKPOINT = ".checkpoint"  # inside the output folder while a run trains
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while `train_from_folders` trained; the message says what was
+    saved and how to continue."""
+
+
+def checkpoint_dir(out_dir):
+    """Where a run being trained into `out_dir` keeps its checkpoints."""
+    return os.path.join(out_dir, CHECKPOINT)
+
+
+def saved_run(out_dir):
+    """The options of an interrupted run in `out_dir` (a dict), or None."""
+    path = os.path.join(checkpoint_dir(out_dir), "command.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+# Options that must match for a run to be resumed (the others, such as
+# verbosity, may change).
+RESUME_KEYS = ("labeled_dir", "unlabeled_dir", "model", "image_size", "epochs", "minutes",
+               "baseline", "algorithm", "batch_size", "unlabeled_ratio",
+               "validation_split", "color_mode", "flip", "seed")
+
+
+def _resume_point(out_dir):
+    """'epoch N of the SSL run' for the newest checkpoint in `out_dir`, or None."""
+    for name, label in (("baseline", "the supervised baseline"), ("ssl", "the run")):
+        path = os.path.join(checkpoint_dir(out_dir), name, "two_phase.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return f"epoch {json.load(f)['epochs']} of {label}"
+    if os.path.exists(os.path.join(checkpoint_dir(out_dir), "ssl_done", "result.json")):
+        return "the finished run (the baseline had not finished an epoch)"
+    return None
+
+
 def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_size=None,
                        epochs=None, minutes=None, baseline=False, algorithm=None,
                        batch_size=None, unlabeled_ratio=None, validation_split=0.2,
-                       color_mode="auto", flip=True, seed=0, verbose=1):
+                       color_mode="auto", flip=True, seed=0, verbose=1, resume=True):
     """Train a classifier on a labeled folder plus an unlabeled folder; write its report.
 
     Example:
@@ -182,6 +234,12 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
             digits, anything not mirror-symmetric).
         seed: random seed of the split, the model and the training.
         verbose: 1 for progress bars and messages, 0 for none.
+        resume: training checkpoints every epoch into `out_dir/.checkpoint`
+            (removed when the outputs are written). If a run with the same
+            options was interrupted there (Ctrl-C: `Interrupted`), True
+            (default) continues it from its last completed epoch, with what
+            was left of `minutes`; False starts over. A run with other
+            options is refused.
 
     Returns:
         The summary dict also written to `run.json`.
@@ -204,7 +262,8 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
     # Every image decoded once into memory: the default algorithm's
     # pseudo-label table draws from every unlabeled image by index.
     data = folders.from_scans(labeled, unlabeled, settings["image_size"], color_mode,
-                              validation_split, settings["batch_size"], seed=seed)
+                              validation_split, settings["batch_size"], seed=seed,
+                              verbose=verbose)
     _say("keras-ssl train: " + data.summary().replace("\n", "\n  "), verbose)
     for advice in data.warnings():
         _say(f"keras-ssl train: warning: {advice}", True)
@@ -237,6 +296,59 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
 
     input_shape = tuple(settings["image_size"]) + (data.channels,)
     runs = 2 if baseline else 1
+    command = {"labeled_dir": os.path.abspath(labeled_dir),
+               "unlabeled_dir": None if unlabeled_dir is None else os.path.abspath(unlabeled_dir),
+               "model": str(model), "image_size": list(settings["image_size"]),
+               "epochs": epochs, "minutes": minutes, "baseline": bool(baseline),
+               "algorithm": repr(algorithm), "batch_size": settings["batch_size"],
+               "unlabeled_ratio": settings["unlabeled_ratio"],
+               "validation_split": validation_split, "color_mode": color_mode,
+               "flip": bool(flip), "seed": seed}
+    # A --model that does not fit the data is refused before anything is written.
+    net = _build_model(model, input_shape, len(data.class_names))
+    saved = saved_run(out_dir)
+    resuming = saved is not None and resume
+    if resuming:
+        changed = [key for key in RESUME_KEYS if saved.get(key) != command.get(key)]
+        if changed:
+            raise InputError(
+                f"{out_dir} holds an interrupted run with other options ("
+                + ", ".join(f"{key}: {saved.get(key)!r} there, {command.get(key)!r} now"
+                            for key in changed)
+                + "); give the same options to continue it, or --overwrite to start over."
+            )
+        settings["resumed_from"] = _resume_point(out_dir) or "no epoch had finished"
+        _say(f"keras-ssl train: resuming the interrupted run in {out_dir} "
+             f"({settings['resumed_from']}); wall times below count this part only", True)
+    else:
+        shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+    created = not os.path.exists(out_dir)
+    os.makedirs(checkpoint_dir(out_dir), exist_ok=True)
+    with open(os.path.join(checkpoint_dir(out_dir), "command.json"), "w") as f:
+        json.dump(command, f, indent=1)
+    try:
+        return _train_and_write(**locals())
+    except InputError:
+        if not resuming:  # refused before training: leave nothing behind
+            shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+            if created and not os.listdir(out_dir):
+                os.rmdir(out_dir)
+        raise
+    except KeyboardInterrupt as interrupt:
+        point = _resume_point(out_dir)
+        if point is None:
+            raise Interrupted("interrupted before the first epoch ended; nothing was "
+                              "saved.") from interrupt
+        raise Interrupted(
+            f"interrupted; {point} is saved in {checkpoint_dir(out_dir)}. Run the same "
+            "command again (or add --resume) to continue from there."
+        ) from interrupt
+
+
+def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, baseline,
+                     input_shape, runs, out_dir, seed, verbose, **_):
+    """The training part of `train_from_folders`: the run, the baseline, the outputs."""
+    done_dir = os.path.join(checkpoint_dir(out_dir), "ssl_done")
 
     def minutes_left(share):
         """`share` of the budget that is left, less what writing the outputs takes."""
@@ -251,23 +363,59 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
             )
         return left * share
 
-    run_minutes = minutes_left(1.0 / runs)
-    report = fit_two_phase(
-        _build_model(model, input_shape, len(data.class_names)), data.x_train, data.y_train,
-        unlabeled=data.unlabeled_images, validation_data=(data.x_val, data.y_val),
-        algorithm=algorithm,
-        unlabeled_ratio=settings["unlabeled_ratio"], epochs=settings["epochs"],
-        steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
-        monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=run_minutes,
-        **_optimizer(run_minutes, settings),
-    )
-    ssl = report.model
-    labels, predictions = _predict_labels(ssl.model, data.x_val, data.y_val)
-    results = {"ssl": {"val_accuracy": float(np.mean(labels == predictions)),
-                       "steps": report.steps_run, "epochs": report.epochs_run,
-                       "switch_epoch": report.switch_epoch,
-                       "seconds": round(report.wall_time_s, 1),
-                       "per_class": _per_class(labels, predictions, len(data.class_names))}}
+    def run_budget(name, share):
+        """A run's minutes: saved with its first checkpoint, so that a resumed
+        run gets the same budget (and spends what was left of it)."""
+        path = os.path.join(checkpoint_dir(out_dir), f"{name}_minutes.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        value = minutes_left(share)
+        with open(path, "w") as f:
+            json.dump(value, f)
+        return value
+
+    if os.path.exists(os.path.join(done_dir, "result.json")):
+        # Resumed after the run finished, during its baseline.
+        with open(os.path.join(done_dir, "result.json")) as f:
+            done = json.load(f)
+        report = TwoPhaseReport(model=None, **done["report"])
+        student = keras.saving.load_model(os.path.join(done_dir, "model.keras"),
+                                          compile=False)
+        results, labels, predictions = done["results"], done["labels"], done["predictions"]
+        labels, predictions = np.asarray(labels), np.asarray(predictions)
+        run_minutes = done["run_minutes"]
+    else:
+        run_minutes = run_budget("ssl", 1.0 / runs)
+        report = fit_two_phase(
+            net, data.x_train, data.y_train, unlabeled=data.unlabeled_images,
+            validation_data=(data.x_val, data.y_val), algorithm=algorithm,
+            unlabeled_ratio=settings["unlabeled_ratio"], epochs=settings["epochs"],
+            steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
+            monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=run_minutes,
+            backup_dir=os.path.join(checkpoint_dir(out_dir), "ssl"),
+            **_optimizer(run_minutes, settings,
+                         os.path.join(checkpoint_dir(out_dir), "ssl")),
+        )
+        student = report.model.export_model("student")
+        labels, predictions = _predict_labels(report.model.model, data.x_val, data.y_val)
+        results = {"ssl": {"val_accuracy": float(np.mean(labels == predictions)),
+                           "steps": report.steps_run, "epochs": report.epochs_run,
+                           "phase1_epochs": (None if report.switch_epoch is None
+                                             else report.switch_epoch + 1),
+                           "kept_epoch": _one_based(report.kept_epoch),
+                           "seconds": round(report.wall_time_s, 1),
+                           "per_class": _per_class(labels, predictions,
+                                                   len(data.class_names))}}
+        if baseline:  # kept, so that a resumed baseline does not train this run again
+            os.makedirs(done_dir, exist_ok=True)
+            student.save(os.path.join(done_dir, "model.keras"))
+            fields = {f.name: getattr(report, f.name)
+                      for f in dataclasses.fields(report) if f.name != "model"}
+            with open(os.path.join(done_dir, "result.json"), "w") as f:
+                json.dump({"report": fields, "results": results, "labels": labels.tolist(),
+                           "predictions": predictions.tolist(), "run_minutes": run_minutes},
+                          f, default=float)
 
     if baseline:
         # The same recipe (plateau switch, best weights, exact BatchNorm
@@ -277,33 +425,43 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         keras.utils.set_random_seed(seed)
         net = _build_model(model, input_shape, len(data.class_names))
         same = type(algorithm).from_config(algorithm.get_config())  # its own state
-        base_minutes = minutes_left(1.0)
+        # The SSL run's budget (what is left of the whole, less the writing).
+        base_minutes = run_budget("baseline", 1.0) if minutes else None
         base_epochs = settings["epochs"] if minutes else report.epochs_run
+        base_dir = os.path.join(checkpoint_dir(out_dir), "baseline")
         base = fit_two_phase(
             net, data.x_train, data.y_train, unlabeled=None,
             validation_data=(data.x_val, data.y_val),
             algorithm=same, unlabeled_ratio=settings["unlabeled_ratio"], epochs=base_epochs,
             steps_per_epoch=settings["steps_per_epoch"], batch_size=settings["batch_size"],
             monitor="val_accuracy", patience=PATIENCE, verbose=verbose, minutes=base_minutes,
-            **_optimizer(base_minutes, {**settings, "epochs": base_epochs}),
+            backup_dir=base_dir,
+            **_optimizer(base_minutes, {**settings, "epochs": base_epochs}, base_dir),
         )
         base_labels, base_predictions = _predict_labels(base.model.model, data.x_val,
                                                         data.y_val)
         results["supervised"] = {
             "val_accuracy": float(np.mean(base_labels == base_predictions)),
             "steps": base.steps_run, "epochs": base.epochs_run,
-            "seconds": round(base.wall_time_s, 1),
+            "phase1_epochs": None if base.switch_epoch is None else base.switch_epoch + 1,
+            "kept_epoch": _one_based(base.kept_epoch), "seconds": round(base.wall_time_s, 1),
             "per_class": _per_class(base_labels, base_predictions, len(data.class_names)),
         }
 
-    os.makedirs(out_dir, exist_ok=True)
     files = {name: os.path.join(out_dir, name) for name in (
         "model.keras", "class_names.json", "run.json", "report.md",
         "learning_curves.png", "per_class_accuracy.png", "confusion_matrix.png")}
-    ssl.export_model("student").save(files["model.keras"])
+    student.save(files["model.keras"])
     with open(files["class_names.json"], "w") as f:
         json.dump(data.class_names, f, indent=1)
-    report.plot(files["learning_curves.png"])
+    if settings["unlabeled_dir"]:
+        report.plot(files["learning_curves.png"])
+    else:  # one supervised run: no phases, no unlabeled loss
+        plots.plot_history(
+            {k: v for k, v in report.history.items()
+             if k not in ("phase", "unsup_loss", "sup_loss", "mask_rate")},
+            files["learning_curves.png"],
+            title=f"supervised run: {report.epochs_run} epochs, {report.wall_time_s:.0f} s")
     plots.plot_per_class_accuracy(
         {name: r["per_class"] for name, r in results.items()}, data.class_names,
         files["per_class_accuracy.png"], "accuracy per class (validation split)")
@@ -317,6 +475,7 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
         json.dump(summary, f, indent=2, default=str)
     with open(files["report.md"], "w") as f:
         f.write(_markdown(summary, report))
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)  # the run is complete
     _say(f"keras-ssl train: validation accuracy {results['ssl']['val_accuracy']:.3f}"
          + (f" (supervised baseline {results['supervised']['val_accuracy']:.3f})"
             if baseline else "")
@@ -359,14 +518,21 @@ def _markdown(summary, report):
         lines += ["", (f"The baseline ran the same recipe on the same {budget} budget (at "
                        "most), with the same model, augmentation of its labeled images, "
                        "optimizer and validation split, and no unlabeled images.")]
-    if report.switch_epoch is None:
+    kept = ("" if report.kept_epoch is None else
+            f" The saved model holds the weights of epoch {report.kept_epoch + 1}"
+            + ("" if report.best_epoch is None or report.best_epoch == report.kept_epoch else
+               f" (within the validation noise of the best epoch, {report.best_epoch + 1}, "
+               "and trained longer)") + "; the accuracies above are its own.")
+    if not settings["unlabeled_dir"]:
+        phases = (f"Trained supervised for {report.epochs_run} epochs (no unlabeled "
+                  "images)." + kept)
+    elif report.switch_epoch is None:
         phases = ("The validation accuracy did not plateau within the budget, so the "
                   "unlabeled loss never started: the model above was trained supervised "
-                  "only. Allow more epochs or minutes.")
+                  "only. Allow more epochs or minutes." + kept)
     else:
         phases = (f"Supervised for {report.switch_epoch + 1} epochs, then semi-supervised "
-                  f"up to epoch {report.epochs_run}; best epoch "
-                  f"{report.best_epoch + 1} (phase {report.best_phase}).")
+                  f"up to epoch {report.epochs_run}." + kept)
     lines += ["", phases, "",
               "## Accuracy per class", "", "| class | " + " | ".join(
                   names[k] for k in results) + " |",

@@ -191,3 +191,93 @@ def test_images_over_the_memory_budget_are_refused_with_the_fix(tmp_path):
     paths = [_image(tmp_path / f"{index}.png") for index in range(3)]
     with pytest.raises(InputError, match=r"3 images of 512x512x3 take .*--image-size"):
         folders.load_images(paths, (512, 512), 3, memory_gb=1e-3)
+
+
+def _train_command(labeled, unlabeled, out, *extra):
+    return ["train", str(labeled), "--unlabeled", str(unlabeled), "--out", str(out),
+            "--epochs", "10", "--batch-size", "4", "--image-size", "16", "--seed", "0",
+            *extra]
+
+
+def test_resume_and_overwrite_are_checked_before_training(tmp_path, capsys):
+    labeled = _two_classes(tmp_path / "labeled")
+    unlabeled = tmp_path / "unlabeled"
+    for index in range(8):
+        _image(unlabeled / f"u{index}.png")
+    out = tmp_path / "run"
+    # --resume with nothing to resume, and --resume with --overwrite.
+    assert cli.main(_train_command(labeled, unlabeled, out, "--resume")) == 2
+    assert "holds no interrupted run" in capsys.readouterr().err
+    assert cli.main(_train_command(labeled, unlabeled, out, "--resume", "--overwrite")) == 2
+    assert "pass one of them" in capsys.readouterr().err
+    assert not out.exists()
+    # An interrupted run with other options is not continued with these.
+    (out / ".checkpoint").mkdir(parents=True)
+    saved = {"labeled_dir": str(labeled.resolve()), "seed": 1}
+    (out / ".checkpoint" / "command.json").write_text(json.dumps(saved))
+    assert cli.main(_train_command(labeled, unlabeled, out, "--verbose", "0")) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "holds an interrupted run with other options" in error
+    assert "seed: 1 there, 0 now" in error and "--overwrite to start over" in error
+    assert json.loads((out / ".checkpoint" / "command.json").read_text()) == saved
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_epoch_then_the_same_command_finishes_the_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    labeled = _two_classes(tmp_path / "labeled", per_class=10)
+    unlabeled = tmp_path / "unlabeled"
+    for index in range(40):
+        _image(unlabeled / f"u{index}.png", size=(16, 16))
+    command = [sys.executable, "-m", "keras_ssl_cli"]  # the `keras-ssl` entry point
+    # Uninterrupted: 10 epochs of 20 steps (a plateau cannot end phase 2
+    # within 10 epochs: each phase waits 5 epochs).
+    whole = tmp_path / "whole"
+    subprocess.run(command + _train_command(labeled, unlabeled, whole, "--verbose", "0"),
+                   check=True, capture_output=True)
+    steps = json.loads((whole / "run.json").read_text())["results"]["ssl"]["steps"]
+    assert steps == 200
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(command + _train_command(labeled, unlabeled, out, "--verbose",
+                                                        "0"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state = out / ".checkpoint" / "ssl" / "two_phase.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if json.loads(state.read_text())["epochs"] >= 4:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    message = error.strip().splitlines()[-1]
+    assert re.search(r"interrupted; epoch \d+ of the run is saved in .*\.checkpoint\. Run "
+                     r"the same command again \(or add --resume\) to continue", message)
+    assert not (out / "model.keras").exists()
+    saved_epochs = json.loads(state.read_text())["epochs"]
+    assert 4 <= saved_epochs < 10
+
+    # The same command again continues from the saved epoch, to the same end.
+    finished = subprocess.run(command + _train_command(labeled, unlabeled, out, "--verbose",
+                                                       "0"),
+                              check=False, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert f"resuming the interrupted run in {out} (epoch {saved_epochs} of the run)" in (
+        finished.stdout)
+    run = json.loads((out / "run.json").read_text())
+    assert run["results"]["ssl"]["steps"] == steps
+    assert run["results"]["ssl"]["epochs"] == 10
+    assert run["settings"]["resumed_from"] == f"epoch {saved_epochs} of the run"
+    assert not (out / ".checkpoint").exists() and (out / "model.keras").exists()
+    assert os.path.exists(out / "report.md")

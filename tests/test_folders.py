@@ -149,7 +149,7 @@ def test_cli_train_spends_its_minutes_and_evaluate_scores_a_folder(tmp_path, cap
     assert 0.8 * 60 * minutes <= seconds <= 1.1 * 60 * minutes, seconds
     run = json.loads((out / "run.json").read_text())
     assert "SelfTraining" in run["settings"]["algorithm"]
-    assert run["results"]["ssl"]["switch_epoch"] is not None  # phase 2 ran
+    assert run["results"]["ssl"]["phase1_epochs"] is not None  # phase 2 ran
     report = (out / "report.md").read_text()
     assert "**The unlabeled images helped**" in report or "did not help" in report
 

@@ -144,8 +144,35 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         self.switch_epoch = None  # last epoch of phase 1
         self.switch_step = None  # optimizer steps done when phase 2 began
         self.stopped_epoch = None
+        self.weights_epoch = None  # the epoch whose weights the model holds
         self.resumed_in_phase = None
         self.phases = {}  # epoch -> phase
+
+    # ------------------------------------------------------------- resume
+
+    STATE_KEYS = ("phase", "last_value", "best", "best_epoch", "best_phase", "wait",
+                  "phase_start_epoch", "switch_epoch", "switch_step", "stopped_epoch",
+                  "weights_epoch", "min_delta")
+
+    def get_state(self):
+        """The plateau counters as a JSON-able dict (best weights apart).
+
+        With `set_state` they let a run that was interrupted continue with
+        the decisions it would have taken (`fit_two_phase(backup_dir=...)`).
+        """
+        state = {key: _plain(getattr(self, key)) for key in self.STATE_KEYS}
+        state["phases"] = {str(k): int(v) for k, v in self.phases.items()}
+        return state
+
+    def set_state(self, state, best_weights=None):
+        """Load counters saved by `get_state` (and the best weights, a list of
+        arrays) before the `fit` that continues the run."""
+        for key in self.STATE_KEYS:
+            if key in state:
+                setattr(self, key, state[key])
+        self.phases = {int(k): int(v) for k, v in state.get("phases", {}).items()}
+        self.best_weights = None if best_weights is None else list(best_weights)
+        self._continuing = True  # set_model and on_train_begin keep this state
 
     # ------------------------------------------------------------- set-up
 
@@ -214,6 +241,7 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         if epoch - self.phase_start_epoch < self.start_from_epoch:
             return
         self.last_value = current
+        self.weights_epoch = epoch
         self._update_auto_delta(current)
         if self._is_improvement(current, self.best):
             self.best = current
@@ -284,6 +312,7 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
         if self.restore_best_weights and self.best_weights is not None:
             for variable, value in zip(self._managed(), self.best_weights):
                 variable.assign(value)
+            self.weights_epoch = self.best_epoch
             return True
         return False
 
@@ -329,6 +358,13 @@ class PlateauPhaseSwitch(_compat.monitor_callback_base()):
     def _say(self, message):
         if self.verbose:
             _state.print_msg("\n" + message)
+
+
+def _plain(value):
+    """A JSON-able copy of a counter (numpy and tensor scalars as floats)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return float(ops.convert_to_numpy(value))
 
 
 def _name(phase):

@@ -9,7 +9,7 @@ finite source is read once into memory, one reader per kind, as Keras's
     finite tf.data.Dataset             -> read once (batched or not)
     keras.utils.PyDataset              -> read once (its `len` batches)
     generator, iterable, DataLoader    -> read once, until it ends
-    image files (`from_files`)         -> decoded and resized in tf.data
+    image files (`from_files`)         -> decoded and resized (Pillow, threads)
 
 Images that hold whole numbers in [0, 255] are kept as uint8 (a quarter of
 float32's memory; `image_dataset_from_directory` yields such floats). A
@@ -118,40 +118,27 @@ class ImageStore:
     @classmethod
     def from_files(cls, paths, image_size, channels=3, memory_gb=DEFAULT_MEMORY_GB,
                    verbose=1):
-        """Decode and resize image files in a parallel `tf.data` pipeline.
+        """Decode and resize image files, in threads, with the loader of
+        `keras_ssl.folders` (Pillow: PNG, JPEG, BMP, GIF, WebP, TIFF; EXIF
+        orientation applied; 16-bit, palette, CMYK and alpha converted).
 
         Args:
-            paths: image file paths (whatever `tf.io.decode_image` reads:
-                PNG, JPEG, BMP, GIF).
-            image_size: `(height, width)` to resize to (bilinear, as
-                `image_dataset_from_directory`).
+            paths: image file paths.
+            image_size: `(height, width)` to resize to (bilinear).
             channels: 1 or 3.
             memory_gb, verbose: as in `read`.
         """
+        from keras_ssl import folders
+
         paths = [str(p) for p in paths]
         height, width = (int(v) for v in image_size)
         need = len(paths) * height * width * int(channels)  # uint8
         if need > float(memory_gb) * 2 ** 30:
             raise _too_large(need, memory_gb)
-
-        def load(path):
-            image = tf.io.decode_image(tf.io.read_file(path), channels=int(channels),
-                                       expand_animations=False)
-            image = tf.image.resize(image, (height, width))
-            return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), "uint8")
-
         start = time.perf_counter()
-        dataset = (tf.data.Dataset.from_tensor_slices(paths)
-                   .map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
-                   .prefetch(2))
-        images = np.empty((len(paths), height, width, int(channels)), "uint8")
         progress = _progress(len(paths), "files", verbose)
-        position = 0
-        for batch in dataset:
-            batch = batch.numpy()
-            images[position:position + len(batch)] = batch
-            position += len(batch)
-            progress.update(position)
+        images = folders.load_images(paths, (height, width), int(channels),
+                                     progress=progress.update)
         progress.done()
         return cls(images, "files", time.perf_counter() - start)
 
