@@ -479,6 +479,9 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
     _say(f"keras-ssl train: validation accuracy {results['ssl']['val_accuracy']:.3f}"
          + (f" (supervised baseline {results['supervised']['val_accuracy']:.3f})"
             if baseline else "")
+         + ("; the unlabeled images were not used (the validation accuracy did not "
+            "plateau, so phase 2 never began: give more epochs or minutes)"
+            if settings["unlabeled_dir"] and report.switch_epoch is None else "")
          + f"; wrote {out_dir}/ in {summary['wall_time_s']:.0f} s", verbose)
     return summary
 
@@ -506,7 +509,11 @@ def _markdown(summary, report):
     lines += ["", ("Accuracy on the validation split, which also chose the best epoch "
                    "(plateau detection): an optimistic estimate for both rows; classify a "
                    "held-out folder with `keras-ssl predict` for an unbiased one.")]
-    if "supervised" in results:
+    if "supervised" in results and report.switch_epoch is None:
+        lines += ["", ("**The unlabeled images were not used**: phase 2 never began, so "
+                       "both rows are supervised runs and their difference is noise. Give "
+                       "more epochs or minutes.")]
+    elif "supervised" in results:
         gain = results["ssl"]["val_accuracy"] - results["supervised"]["val_accuracy"]
         lines += ["", ("**The unlabeled images helped**: " if gain > 0 else
                        "**The unlabeled images did not help** on this run: ")
