@@ -131,7 +131,9 @@ def train(args):
     logits = keras.ops.convert_to_numpy(model(x_test, training=False))
     accuracy = float(np.mean(np.argmax(logits, axis=-1) == y_test))
     teacher = np.asarray(ssl.teacher_weights[0].numpy())
-    print(json.dumps({
+    # One write per report (print writes the text and the newline apart, and
+    # the workers share the launcher's stdout).
+    sys.stdout.write(json.dumps({
         "worker": index, "replicas_in_sync": replicas,
         "per_replica_batch": args.global_batch // replicas,
         "ssl_step": int(ssl.ssl_step.numpy()),
@@ -139,7 +141,8 @@ def train(args):
         "mask_rate": round(history.history["mask_rate"][-1], 4),
         "test_accuracy": round(accuracy, 4),
         "teacher_checksum": round(float(teacher.sum()), 5),
-    }), flush=True)
+    }) + "\n")
+    sys.stdout.flush()
 
 
 def main():

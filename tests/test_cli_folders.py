@@ -250,8 +250,15 @@ def test_ctrl_c_mid_epoch_then_the_same_command_finishes_the_run(tmp_path):
     assert steps == 200
 
     out = tmp_path / "run"
-    process = subprocess.Popen(command + _train_command(labeled, unlabeled, out, "--verbose",
-                                                        "0"),
+    # Ctrl-C as at a terminal, even where this test runs in a background job
+    # (whose children start with SIGINT ignored): the handler is set again.
+    at_terminal = [sys.executable, "-c",
+                   ("import runpy, signal, sys; "
+                    "signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "sys.argv = ['keras-ssl'] + sys.argv[1:]; "
+                    "runpy.run_module('keras_ssl_cli', run_name='__main__')")]
+    process = subprocess.Popen(at_terminal + _train_command(labeled, unlabeled, out,
+                                                            "--verbose", "0"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     state = out / ".checkpoint" / "ssl" / "two_phase.json"
     deadline = time.time() + 300
