@@ -9,6 +9,7 @@ distribution stay Keras's own.
 """
 
 import contextlib
+import functools
 import types
 import warnings
 
@@ -564,11 +565,8 @@ class SemiSupervisedModel(keras.Model):
         if self.pseudo_label_table is not None:
             # First: the other callbacks see the fresh table.
             table = self.pseudo_label_table
-            images_per_step = len(inputs.x_sample) + inputs.unlabeled_batch
-
-            def every(rows, table=table, images_per_step=images_per_step):
-                return self.algorithm.refresh_interval(len(table), images_per_step, rows)
-
+            every = functools.partial(self.algorithm.refresh_interval, len(table),
+                                      len(inputs.x_sample) + inputs.unlabeled_batch)
             callbacks.insert(0, TableRefresh(table, every))
         if inputs.guard is not None:
             callbacks.append(data.SkipReport(inputs.guard))

@@ -292,13 +292,14 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         return items + list(callbacks or [])
 
     def budget(share):
-        """A TimeLimit for `share` of what is left of `minutes` (none without it)."""
+        """A TimeLimit that ends the `fit` when `share` of `minutes` is spent,
+        counted from the start of the run (none without `minutes`)."""
         if minutes is None:
             return []
-        # Kept back for the final statistics and evaluation.
+        # 3 % is kept back for the final statistics and evaluation.
         now = time.perf_counter()
-        left = 0.97 * float(minutes) - (now - start) / 60.0
-        return [ssl_callbacks.TimeLimit(max(left * share, 1e-3), verbose=0, mid_epoch=True,
+        left = share * 0.97 * float(minutes) - (now - start) / 60.0
+        return [ssl_callbacks.TimeLimit(max(left, 1e-3), verbose=0, mid_epoch=True,
                                         started_at=now)]
 
     # Phase 1 is a fit without the unlabeled images: supervised steps, which
@@ -316,17 +317,12 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
 
     in_phase_1 = not resumed or resumed["phase"] == 1
     if in_phase_1:
-        phase1_budget = phase1_share if unlabeled is not None else 1.0
-        if resumed and minutes is not None:  # the share of the whole, not of what is left
-            left = 0.97 * float(minutes) - resumed["elapsed_s"] / 60.0
-            phase1_budget = max(phase1_share * float(minutes) - resumed["elapsed_s"] / 60.0,
-                                1e-3) / max(left, 1e-3) if unlabeled is not None else 1.0
         first = ssl.fit(
             x, y, batch_size=batch_size, epochs=epochs, steps_per_epoch=steps_per_epoch,
             initial_epoch=done, validation_data=validation_data,
-            callbacks=chain(False) + budget(min(phase1_budget, 1.0)), verbose=verbose,
+            callbacks=chain(False) + budget(phase1_share if unlabeled is not None else 1.0),
+            verbose=verbose,
         )
-        ssl._initial_epoch = None  # set by a checkpoint's restore; not for the next fit
         extend(first.history)
         if minutes is not None and unlabeled is not None and switch.switch_epoch is None:
             switch.switch_now()  # phase 1's share of the budget is spent
@@ -340,7 +336,6 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             validation_data=validation_data, callbacks=chain(True) + budget(1.0),
             verbose=verbose,
         )
-        ssl._initial_epoch = None
         extend(second.history)
     elif ema_decay is not None:
         # No phase 2 ran: still finish on the EMA weights, as promised.
@@ -376,6 +371,17 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
     )
 
 
+def saved_state(backup_dir):
+    """What `fit_two_phase(backup_dir=...)` saved after its last completed epoch
+    (a dict: `epochs`, `phase`, `elapsed_s`, the plateau counters and the
+    history), or None when the folder holds no interrupted run."""
+    path = os.path.join(backup_dir, _TwoPhaseBackup.STATE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 class _TwoPhaseBackup(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` (weights, optimizer, epoch) plus what `fit_two_phase`
     needs to continue a run: the phase, the plateau counters and best
@@ -395,13 +401,9 @@ class _TwoPhaseBackup(keras.callbacks.BackupAndRestore):
 
     def load_state(self):
         """The saved state (a dict), or None when there is nothing to resume."""
-        if not (os.path.exists(self._path(self.STATE))
-                and os.path.exists(self._weights_path)):
-            return None
-        with open(self._path(self.STATE)) as f:
-            state = json.load(f)
-        self.restore_pending = True
-        return state
+        state = saved_state(self.backup_dir)
+        self.restore_pending = state is not None and os.path.exists(self._weights_path)
+        return state if self.restore_pending else None
 
     def load_best_weights(self):
         if not os.path.exists(self._path(self.BEST)):
@@ -416,6 +418,11 @@ class _TwoPhaseBackup(keras.callbacks.BackupAndRestore):
         if self.restore_pending:
             self.restore_pending = False
             super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        # The restore set the model's initial epoch for this fit; the next
+        # fit passes its own.
+        self.model._initial_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():

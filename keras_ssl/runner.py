@@ -24,7 +24,7 @@ import numpy as np
 from keras_ssl import callbacks as ssl_callbacks
 from keras_ssl import folders, models, plots
 from keras_ssl.checks import InputError
-from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
+from keras_ssl.recipes import TwoPhaseReport, fit_two_phase, saved_state
 
 MAX_AUTO_SIDE = 128  # larger images are resized to this by default (CPU budgets)
 PATIENCE = 5  # epochs without a better validation accuracy before a phase ends
@@ -80,11 +80,9 @@ def _optimizer(minutes, settings, backup_dir=None):
     """
     if minutes:
         rate = LEARNING_RATE
-        spent = 0.0  # a resumed run continues its schedule where it stopped
-        state = None if backup_dir is None else os.path.join(backup_dir, "two_phase.json")
-        if state is not None and os.path.exists(state):
-            with open(state) as f:
-                spent = float(json.load(f)["elapsed_s"])
+        # A resumed run continues its schedule where it stopped.
+        state = None if backup_dir is None else saved_state(backup_dir)
+        spent = float(state["elapsed_s"]) if state else 0.0
         decay = [ssl_callbacks.CosineDecayByTime(minutes, LEARNING_RATE,
                                                  started_at=time.perf_counter() - spent)]
     else:
@@ -184,10 +182,9 @@ RESUME_KEYS = ("labeled_dir", "unlabeled_dir", "model", "image_size", "epochs", 
 def _resume_point(out_dir):
     """'epoch N of the SSL run' for the newest checkpoint in `out_dir`, or None."""
     for name, label in (("baseline", "the supervised baseline"), ("ssl", "the run")):
-        path = os.path.join(checkpoint_dir(out_dir), name, "two_phase.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                return f"epoch {json.load(f)['epochs']} of {label}"
+        state = saved_state(os.path.join(checkpoint_dir(out_dir), name))
+        if state is not None:
+            return f"epoch {state['epochs']} of {label}"
     if os.path.exists(os.path.join(checkpoint_dir(out_dir), "ssl_done", "result.json")):
         return "the finished run (the baseline had not finished an epoch)"
     return None
@@ -401,8 +398,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
         labels, predictions = _predict_labels(report.model.model, data.x_val, data.y_val)
         results = {"ssl": {"val_accuracy": float(np.mean(labels == predictions)),
                            "steps": report.steps_run, "epochs": report.epochs_run,
-                           "phase1_epochs": (None if report.switch_epoch is None
-                                             else report.switch_epoch + 1),
+                           "phase1_epochs": _one_based(report.switch_epoch),
                            "kept_epoch": _one_based(report.kept_epoch),
                            "seconds": round(report.wall_time_s, 1),
                            "per_class": _per_class(labels, predictions,
@@ -443,7 +439,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
         results["supervised"] = {
             "val_accuracy": float(np.mean(base_labels == base_predictions)),
             "steps": base.steps_run, "epochs": base.epochs_run,
-            "phase1_epochs": None if base.switch_epoch is None else base.switch_epoch + 1,
+            "phase1_epochs": _one_based(base.switch_epoch),
             "kept_epoch": _one_based(base.kept_epoch), "seconds": round(base.wall_time_s, 1),
             "per_class": _per_class(base_labels, base_predictions, len(data.class_names)),
         }
