@@ -58,13 +58,37 @@ def _command(argv):
     return time.perf_counter() - start
 
 
+METHODS = ("ssl", "supervised", "supervised_equal_steps")
+
+
+def _train_seconds(out):
+    """Seconds the run in `out` spent training (its fit calls), from its run.json."""
+    with open(os.path.join(out, "run.json")) as f:
+        return json.load(f)["results"]["ssl"]["seconds"]
+
+
 def run(args):
     root = args.root
     results = []
+    if args.previous:  # rows already measured: only the missing ones run
+        with open(args.previous) as f:
+            results = json.load(f)["runs"]
+    methods = args.methods.split(",")
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for method in ("ssl", "supervised"):
+        for method in methods:
+            if any(r["method"] == method and r["seed"] == seed for r in results):
+                continue
             out = os.path.join(args.out, f"{method}_seed{seed}")
-            argv = ["train", os.path.join(root, "labeled"), "--minutes", str(args.minutes),
+            minutes = args.minutes
+            if method == "supervised_equal_steps":
+                # The supervised command with the budget that gives it the SSL
+                # run's steps, at the rate the equal-time supervised run trained.
+                ssl, sup = (next(r for r in results if r["method"] == m and r["seed"] == seed)
+                            for m in ("ssl", "supervised"))
+                sup_train = _train_seconds(os.path.join(args.out, f"supervised_seed{seed}"))
+                overhead = sup["seconds"] - sup_train  # reading, start-up, writing
+                minutes = round((ssl["steps"] * sup_train / sup["steps"] + overhead) / 60, 3)
+            argv = ["train", os.path.join(root, "labeled"), "--minutes", str(minutes),
                     "--seed", str(seed), "--out", out, "--verbose", str(args.verbose)]
             if method == "ssl":
                 argv += ["--unlabeled", os.path.join(root, "unlabeled")]
@@ -77,23 +101,27 @@ def run(args):
             with open(os.path.join(out, "run.json")) as f:
                 run_json = json.load(f)
             row = {"method": method, "seed": seed, "test_accuracy": accuracy,
-                   "seconds": round(seconds, 1), "budget_seconds": 60 * args.minutes,
+                   "seconds": round(seconds, 1), "budget_seconds": 60 * minutes,
                    "steps": run_json["results"]["ssl"]["steps"],
                    "phase1_epochs": run_json["results"]["ssl"]["phase1_epochs"],
                    "val_accuracy": run_json["results"]["ssl"]["val_accuracy"]}
-            print(f"  seed {seed} {method:>10}: test accuracy {accuracy:.4f}, "
-                  f"{row['steps']} steps, {seconds:.0f} s of {60 * args.minutes:.0f} s",
+            print(f"  seed {seed} {method:>22}: test accuracy {accuracy:.4f}, "
+                  f"{row['steps']} steps, {seconds:.0f} s of {60 * minutes:.0f} s",
                   flush=True)
             results.append(row)
             _save(args, results)  # after each run: a stopped benchmark keeps its rows
-    print("\n| method | test accuracy, per seed | mean ± std | wall time / budget |")
-    print("|---|---|---|---|")
-    for method in ("ssl", "supervised"):
-        rows = [r for r in results if r["method"] == method]
+    print("\n| method | test accuracy, per seed | mean ± std | steps | wall time / budget |")
+    print("|---|---|---|---|---|")
+    for method in METHODS:
+        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["seed"])
+        if not rows:
+            continue
         acc = np.array([r["test_accuracy"] for r in rows]) * 100
         ratio = [r["seconds"] / r["budget_seconds"] for r in rows]
+        steps = [r["steps"] for r in rows]
         print(f"| {method} | {' / '.join(f'{a:.2f}' for a in acc)} | {acc.mean():.2f} ± "
-              f"{acc.std():.2f} | {min(ratio):.2f}-{max(ratio):.2f} |")
+              f"{acc.std():.2f} | {min(steps)}-{max(steps)} | "
+              f"{min(ratio):.2f}-{max(ratio):.2f} |")
     _save(args, results)
 
 
@@ -119,6 +147,11 @@ def main(argv=None):
     r.add_argument("--seeds", default="0,1,2")
     r.add_argument("--out", default="results/cli_folders")
     r.add_argument("--verbose", type=int, default=0)
+    r.add_argument("--methods", default=",".join(METHODS),
+                   help="ssl: the command with --unlabeled; supervised: without it, same "
+                        "minutes; supervised_equal_steps: without it, with the minutes that "
+                        "give it the ssl run's steps (needs the other two)")
+    r.add_argument("--previous", help="a cli_folders.json whose runs are kept, not rerun")
     args = parser.parse_args(argv)
     write(args) if args.command == "write" else run(args)
 
