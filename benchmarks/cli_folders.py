@@ -61,9 +61,15 @@ def _command(argv):
 METHODS = ("ssl", "supervised", "supervised_equal_steps")
 
 
-def _train_seconds(out):
-    """Seconds the run in `out` spent training (its fit calls), from its run.json."""
-    with open(os.path.join(out, "run.json")) as f:
+def _train_seconds(out, default):
+    """Seconds the run in `out` spent training (its fit calls), from its run.json.
+
+    `default` when the run's folder is gone (results of an earlier machine).
+    """
+    path = os.path.join(out, "run.json")
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
         return json.load(f)["results"]["ssl"]["seconds"]
 
 
@@ -80,19 +86,36 @@ def run(args):
                 continue
             out = os.path.join(args.out, f"{method}_seed{seed}")
             minutes = args.minutes
-            if method == "supervised_equal_steps":
-                # The supervised command with the budget that gives it the SSL
-                # run's steps, at the rate the equal-time supervised run trained.
-                ssl, sup = (next(r for r in results if r["method"] == m and r["seed"] == seed)
-                            for m in ("ssl", "supervised"))
-                sup_train = _train_seconds(os.path.join(args.out, f"supervised_seed{seed}"))
-                overhead = sup["seconds"] - sup_train  # reading, start-up, writing
-                minutes = round((ssl["steps"] * sup_train / sup["steps"] + overhead) / 60, 3)
-            argv = ["train", os.path.join(root, "labeled"), "--minutes", str(minutes),
-                    "--seed", str(seed), "--out", out, "--verbose", str(args.verbose)]
+            argv = ["train", os.path.join(root, "labeled"), "--seed", str(seed), "--out",
+                    out, "--verbose", str(args.verbose)]
             if method == "ssl":
                 argv += ["--unlabeled", os.path.join(root, "unlabeled")]
-            seconds = _command(argv)
+            if method == "supervised_equal_steps":
+                # The supervised command with the minutes that give it the SSL
+                # run's steps: first at the rate of the equal-time supervised
+                # run, then up to twice more at the rate the last try reached (a
+                # short run spends a larger share on start-up and validation).
+                ssl, sup = (next(r for r in results if r["method"] == m and r["seed"] == seed)
+                            for m in ("ssl", "supervised"))
+                rate_run = os.path.join(args.out, f"supervised_seed{seed}")
+                steps, seconds = sup["steps"], sup["seconds"]
+                done = [r for r in results if r["method"] == method]
+                if done:  # the rate of an equal-steps run of another seed
+                    rate_run = os.path.join(args.out, f"{method}_seed{done[-1]['seed']}")
+                    steps, seconds = done[-1]["steps"], done[-1]["seconds"]
+                for attempt in range(3):
+                    train = _train_seconds(rate_run, default=seconds)
+                    overhead = seconds - train  # reading, start-up, writing
+                    minutes = round((ssl["steps"] * train / steps + overhead) / 60, 3)
+                    seconds = _command(argv + ["--minutes", str(minutes)]
+                                       + ["--overwrite"])
+                    with open(os.path.join(out, "run.json")) as f:
+                        steps = json.load(f)["results"]["ssl"]["steps"]
+                    rate_run = out
+                    if abs(steps - ssl["steps"]) <= 0.03 * ssl["steps"]:
+                        break
+            else:
+                seconds = _command(argv + ["--minutes", str(minutes)])
             scores = os.path.join(out, "test_scores.json")
             _command(["evaluate", os.path.join(out, "model.keras"),
                       os.path.join(root, "test"), "--out", scores])
@@ -103,6 +126,7 @@ def run(args):
             row = {"method": method, "seed": seed, "test_accuracy": accuracy,
                    "seconds": round(seconds, 1), "budget_seconds": 60 * minutes,
                    "steps": run_json["results"]["ssl"]["steps"],
+                   "train_seconds": run_json["results"]["ssl"]["seconds"],
                    "phase1_epochs": run_json["results"]["ssl"]["phase1_epochs"],
                    "val_accuracy": run_json["results"]["ssl"]["val_accuracy"]}
             print(f"  seed {seed} {method:>22}: test accuracy {accuracy:.4f}, "
