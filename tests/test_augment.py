@@ -36,3 +36,30 @@ def test_strong_view_eager_and_unbatched():
     assert single.shape == image.shape
     inference = np.asarray(PerImageRandAugment(value_range=(0, 255))(batch, training=False))
     np.testing.assert_array_equal(inference, batch)
+
+
+def test_equalization_histogram_is_kerass_under_every_backend_choice(monkeypatch):
+    """The strong view's Equalization counts with one `bincount` in TensorFlow
+    code (tf.data maps), where Keras unrolls a 256-step loop when the global
+    backend is JAX: the same histogram and the same images."""
+    import keras
+    from keras.src import backend as keras_backend
+
+    from keras_ssl.augment import _Equalization
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype("float32")
+    ours = _Equalization(value_range=(0, 255))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(ours(images)),
+        keras.ops.convert_to_numpy(keras.layers.Equalization(value_range=(0, 255))(images)))
+    assert isinstance(PerImageRandAugment(value_range=(0, 255)).equalization, _Equalization)
+    if keras.backend.backend() != "tensorflow":
+        return
+    channel = images[..., 0]
+    histogram = keras.ops.convert_to_numpy(ours._custom_histogram_fixed_width(
+        channel, (0, 255), 256))
+    assert histogram.sum() == channel.size
+    monkeypatch.setattr(keras_backend, "backend", lambda: "jax")  # Keras's loop
+    unrolled = keras.layers.Equalization._custom_histogram_fixed_width(
+        ours, channel, (0, 255), 256)
+    np.testing.assert_array_equal(histogram, keras.ops.convert_to_numpy(unrolled))

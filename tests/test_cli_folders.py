@@ -241,14 +241,9 @@ def test_ctrl_c_mid_epoch_then_the_same_command_finishes_the_run(tmp_path):
     for index in range(40):
         _image(unlabeled / f"u{index}.png", size=(16, 16))
     command = [sys.executable, "-m", "keras_ssl_cli"]  # the `keras-ssl` entry point
-    # Uninterrupted: 10 epochs of 20 steps (a plateau cannot end phase 2
-    # within 10 epochs: each phase waits 5 epochs).
-    whole = tmp_path / "whole"
-    subprocess.run(command + _train_command(labeled, unlabeled, whole, "--verbose", "0"),
-                   check=True, capture_output=True)
-    steps = json.loads((whole / "run.json").read_text())["results"]["ssl"]["steps"]
-    assert steps == 200
-
+    # The run: 10 epochs of 20 steps (a plateau cannot end phase 2 within 10
+    # epochs: each phase waits 5 epochs), so 200 steps once it is finished.
+    steps = 200
     out = tmp_path / "run"
     # Ctrl-C as at a terminal, even where this test runs in a background job
     # (whose children start with SIGINT ignored): the handler is set again.

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import keras_ssl
 
-EXAMPLES = 200
+EXAMPLES = 100
 SECONDS_PER_EXAMPLE = 60
 SHAPE = (6, 6, 1)
 
