@@ -278,7 +278,9 @@ def train_from_folders(labeled_dir, unlabeled_dir, out_dir, model="cnn", image_s
     if isinstance(algorithm, str) or algorithm is None:
         algorithm = (algorithms.default(flip=flip) if algorithm is None
                      else algorithms.get(algorithm, flip=flip))
-    settings.update(channels=data.channels, algorithm=repr(algorithm),
+    settings.update(channels=data.channels,
+                    algorithm=(repr(algorithm) if unlabeled_dir is not None
+                               else "none (no unlabeled images)"),
                     # With a time budget the epochs are not the bound.
                     epochs=epochs or (10 ** 4 if minutes else 100), minutes=minutes,
                     baseline=bool(baseline),

@@ -173,6 +173,18 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_training(
     assert not out.exists() or not any(out.iterdir())  # nothing written
 
 
+def test_a_run_without_unlabeled_images_is_reported_as_supervised(tmp_path, capsys):
+    labeled = _two_classes(tmp_path / "labeled")
+    out = tmp_path / "run"
+    assert cli.main(["train", str(labeled), "--out", str(out), "--epochs", "2",
+                     "--batch-size", "4", "--image-size", "16", "--verbose", "0"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["algorithm"] == "none (no unlabeled images)"
+    assert run["settings"]["unlabeled_dir"] is None and run["results"]["ssl"]["epochs"] == 2
+    report = (out / "report.md").read_text()
+    assert "supervised (no unlabeled images)" in report and "two-phase" not in report
+
+
 def test_predict_a_single_file_top_k_to_standard_output(tmp_path, capsys):
     import csv
     import io
