@@ -65,8 +65,8 @@ class _Equalization(layers.Equalization):
     Keras chooses its histogram by the global backend: under JAX it unrolls a
     256-step loop (`bincount` cannot be jitted there), and it does so even in
     a `tf.data` map, where the layer computes with TensorFlow. The strong
-    view's map then traced about 20,000 operations instead of about 3,000:
-    some 10 s more at the start of every `fit` under JAX or PyTorch.
+    view's map then traced about 25,000 operations instead of about 3,000:
+    about 20 s more at the start of every `fit` under JAX on a 2-core CPU.
     """
 
     def _custom_histogram_fixed_width(self, values, value_range, nbins):
