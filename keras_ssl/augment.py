@@ -72,13 +72,12 @@ class _Equalization(layers.Equalization):
     def _custom_histogram_fixed_width(self, values, value_range, nbins):
         if self.backend.name != "tensorflow":
             return super()._custom_histogram_fixed_width(values, value_range, nbins)
-        import tensorflow as tf
-
-        low, high = (tf.cast(v, "float32") for v in value_range)
-        scaled = (tf.cast(values, "float32") - low) * (nbins - 1) / (high - low)
-        indices = tf.clip_by_value(tf.cast(scaled, "int32"), 0, nbins - 1)
-        return tf.math.bincount(tf.reshape(indices, [-1]), minlength=nbins,
-                                maxlength=nbins, dtype="int32")
+        # Keras's own non-JAX branch, through the layer's (TensorFlow) backend.
+        ops = self.backend
+        low, high = (ops.cast(v, "float32") for v in value_range)
+        scaled = (ops.cast(values, "float32") - low) * (nbins - 1) / (high - low)
+        indices = ops.numpy.clip(ops.cast(scaled, "int32"), 0, nbins - 1)
+        return ops.numpy.bincount(ops.numpy.reshape(indices, [-1]), minlength=nbins)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

@@ -567,7 +567,6 @@ def test_switch_keeps_the_later_weights_within_the_noise_and_restores_beyond_it(
 
 
 def test_time_limit_mid_epoch_stops_inside_a_long_epoch():
-    import time
 
     class Slow(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -594,7 +593,6 @@ def test_cosine_decay_by_time_follows_the_share_of_the_budget_spent():
     ssl = tiny_ssl()
     ssl.compile(optimizer=keras.optimizers.SGD(0.1))
     decay = keras_ssl.callbacks.CosineDecayByTime(minutes=0.5 / 60, initial_learning_rate=0.1)
-    import time
 
     class Slow(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
