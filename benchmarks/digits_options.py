@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 import keras_ssl
+from benchmarks import provenance
 from keras_ssl.demo import load_digits_split, small_cnn
 
 
@@ -47,7 +48,9 @@ def main(argv=None):
                    help="JSON objects of options, one setting each")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--out", default=None, help="also write the runs to this JSON file")
     args = p.parse_args(argv)
+    rows = []
     seeds = [int(s) for s in args.seeds.split(",")]
     for text in args.options:
         options = json.loads(text)
@@ -55,9 +58,18 @@ def main(argv=None):
         for seed, (moving, recomputed, described) in zip(seeds, runs):
             print(f"{described} seed {seed}: {moving:.3f} (recomputed statistics "
                   f"{recomputed:.3f})", flush=True)
+        rows += [{"algorithm": args.algorithm, "options": options, "described": d,
+                  "seed": seed, "accuracy": m, "recomputed_accuracy": r}
+                 for seed, (m, r, d) in zip(seeds, runs)]
         moving = np.array([r[0] for r in runs])
         print(f"== {runs[0][2]}: {moving.mean():.3f} ± {moving.std():.3f} "
               f"({len(seeds)} seeds)", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"protocol": "digits demo (keras_ssl.demo), 20 labels",
+                       "steps": args.steps, **provenance.describe(), "runs": rows}, f,
+                      indent=2)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

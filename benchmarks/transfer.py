@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 import keras_ssl
-from benchmarks import datasets, run
+from benchmarks import datasets, provenance, run
 
 SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 
@@ -95,6 +95,13 @@ def main(argv=None):
     p.add_argument("--other", default="flexmatch",
                    help="the other algorithm compared (a name with options, as in "
                         "benchmarks.run)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated algorithm specs to compare with pretrained "
+                        "supervised fine-tuning alone (no from-scratch, default or "
+                        "equal-wall-time rows); e.g. 'flexmatch,fixmatch:"
+                        "distribution_alignment=True'")
+    p.add_argument("--name", default=None,
+                   help="stem of the result files (default transfer_<N>per_class)")
     p.add_argument("--pretrain-steps", type=int, default=3000)
     p.add_argument("--cache", default="results/transfer/cnn6_classes0-4.weights.h5")
     p.add_argument("--out", default="results/transfer")
@@ -124,6 +131,15 @@ def main(argv=None):
         split = target_split(x, y, x_test, y_test, args.labels_per_class, seed)
         batch = args.batch_size
         args.batch_size = min(batch, len(split["x_lab"]))
+        if args.methods:
+            rows = [run.run_one(args, split, "supervised", seed, args.steps,
+                                make_net=make_net, label="pretrained, supervised fine-tuning")]
+            rows += [run.run_one(args, split, spec, seed, args.steps, make_net=make_net,
+                                 label=f"pretrained + {spec}")
+                     for spec in args.methods.split(",")]
+            args.batch_size = batch
+            results += rows
+            continue
         rows = [
             run.run_one(args, split, "supervised", seed, args.steps,
                         make_net=lambda _: make_net("scratch"),
@@ -144,9 +160,10 @@ def main(argv=None):
         results += rows
     table = run.summarize(results)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"transfer_{args.labels_per_class}per_class")
+    stem = os.path.join(args.out, args.name or f"transfer_{args.labels_per_class}per_class")
     with open(stem + ".json", "w") as f:
-        json.dump({"args": vars(args), "table": table, "runs": results}, f, indent=2)
+        json.dump({"args": vars(args), **provenance.describe(), "table": table,
+                   "runs": results}, f, indent=2)
     run.plot(table, stem + ".png",
              f"transfer 0-4 -> 5-9, {args.labels_per_class} labels per class")
     print()
