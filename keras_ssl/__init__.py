@@ -10,7 +10,15 @@ from keras_ssl import (
     models,
     runner,
 )
-from keras_ssl.algorithms import Algorithm, FixMatch, FreeMatch, MeanTeacher, SelfTraining
+from keras_ssl.algorithms import (
+    Algorithm,
+    FixMatch,
+    FlexMatch,
+    FreeMatch,
+    MeanTeacher,
+    SelfTraining,
+    SoftMatch,
+)
 from keras_ssl.checks import InputError
 from keras_ssl.model import SemiSupervisedModel
 from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
@@ -20,11 +28,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Algorithm",
     "FixMatch",
+    "FlexMatch",
     "FreeMatch",
     "InputError",
     "MeanTeacher",
     "SelfTraining",
     "SemiSupervisedModel",
+    "SoftMatch",
     "TwoPhaseReport",
     "algorithms",
     "augment",

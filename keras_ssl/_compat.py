@@ -71,6 +71,24 @@ def track_variables(model, name, variables):
     model._tracker.lock()
 
 
+def replace_variable(model, old, new):
+    """Put variable `new` where the model tracks `old` (same place in its weights).
+
+    Reason: Keras saves a model's own variables by position; per-image state
+    resized for a new unlabeled set must keep its place, not leave the old
+    variable behind.
+    """
+    # Keras's `Tracker.replace_tracked_value` finds `old` with `==`, which
+    # compares variables element-wise; find it by identity instead.
+    tracker = model._tracker
+    store = tracker.config["non_trainable_variables"][1]
+    position = next(i for i, v in enumerate(store) if v is old)
+    store[position] = new
+    ids = tracker.stored_ids["non_trainable_variables"]
+    ids.discard(id(old))
+    ids.add(id(new))
+
+
 def distribute_strategy(model):
     """The tf.distribute strategy a model was built under, or None."""
     return getattr(model, "_distribute_strategy", None)

@@ -23,6 +23,15 @@ def probabilities(logits, temperature=1.0):
     return ops.softmax(logits, axis=-1)
 
 
+def sharpen(probs, temperature):
+    """`p ** (1 / T)`, renormalised: softmax(logits / T) when `p` is softmax(logits)."""
+    probs = _f32(probs)
+    if temperature == 1.0:
+        return probs
+    sharpened = ops.power(ops.maximum(probs, 1e-12), 1.0 / temperature)
+    return sharpened / ops.sum(sharpened, axis=-1, keepdims=True)
+
+
 def pseudo_labels(logits, temperature=1.0):
     """Targets from a model's own predictions, with no gradient.
 
@@ -47,13 +56,17 @@ def masked_cross_entropy(logits, labels, mask):
 
     The mean divides by the batch size, not by the number of unmasked
     examples (as in FixMatch), so an all-zero mask gives exactly 0.0 and never
-    a division by zero. `labels` are integer class indices.
+    a division by zero. `labels` are integer class indices of shape
+    `(batch,)`, or soft targets (class probabilities) of shape
+    `(batch, classes)`.
     """
     logits = _f32(logits)
     log_probs = ops.log_softmax(logits, axis=-1)
-    num_classes = ops.shape(logits)[-1]
-    one_hot = ops.one_hot(ops.cast(labels, "int32"), num_classes)
-    per_example = -ops.sum(one_hot * log_probs, axis=-1)
+    if len(labels.shape) == len(logits.shape):
+        targets = ops.stop_gradient(_f32(labels))
+    else:
+        targets = ops.one_hot(ops.cast(labels, "int32"), ops.shape(logits)[-1])
+    per_example = -ops.sum(targets * log_probs, axis=-1)
     return ops.mean(per_example * ops.stop_gradient(_f32(mask)))
 
 
@@ -128,18 +141,63 @@ def update_confidence_estimates(global_confidence, class_confidence, probs, mome
     return new_global, new_class
 
 
-def align_distribution(probs, model_marginal, target_marginal=None):
-    """Distribution alignment (ReMixMatch): `p * target / model`, renormalised.
+def align_distribution(probs, model_marginal, target_marginal=None, epsilon=1e-6):
+    """Distribution alignment (ReMixMatch): `p * (t + eps) / (m + eps)`, renormalised.
 
-    `model_marginal` is a running mean of the model's predictions on unlabeled
-    images; `target_marginal` defaults to uniform.
+    `model_marginal` (m) is a running mean of the model's predictions on
+    unlabeled images; `target_marginal` (t) defaults to uniform. `epsilon`
+    is added to both marginals, as in the reference implementation (USB), so
+    a class the model never predicts is not divided by zero.
     """
     probs = _f32(probs)
-    ratio = 1.0 / ops.maximum(_f32(model_marginal), 1e-6)
-    if target_marginal is not None:
-        ratio = ratio * _f32(target_marginal)
-    aligned = probs * ratio
+    m = _f32(model_marginal)
+    t = (ops.ones_like(m) / ops.cast(ops.shape(m)[-1], "float32")
+         if target_marginal is None else _f32(target_marginal))
+    aligned = probs * (t + epsilon) / (m + epsilon)
     return aligned / ops.sum(aligned, axis=-1, keepdims=True)
+
+
+def update_marginal(marginal, probs, momentum, started):
+    """One step of alignment's running class distribution (no gradient).
+
+    The first batch (`started` is 0) sets it to that batch's mean prediction,
+    as ReMixMatch and USB start it; afterwards it moves as an EMA with
+    `momentum`. Returns the new marginal.
+    """
+    batch = ops.mean(ops.stop_gradient(_f32(probs)), axis=0)
+    moved = momentum * _f32(marginal) + (1.0 - momentum) * batch
+    return ops.where(ops.greater(_f32(started), 0.0), moved, batch)
+
+
+def fairness_loss(strong_logits, mask, class_confidence, label_histogram):
+    """FreeMatch's self-adaptive fairness loss, `-H(SumNorm(p / h), SumNorm(p_s / h_s))`.
+
+    `p` is the running mean class probability and `h` the running histogram
+    of predicted classes on unlabeled images (FreeMatch's EMAs); `p_s` and
+    `h_s` are the mean probability and the histogram of predicted classes of
+    the strong views that `mask` keeps. Classes absent from a histogram are
+    scaled by 0 (not 1/0). Minimising it (a negative cross-entropy) pushes
+    the strong views' predictions to be diverse across classes. 0 when the
+    mask keeps nothing. Gradients flow through `strong_logits` only.
+    """
+    probs = ops.softmax(_f32(strong_logits), axis=-1)
+    mask = ops.stop_gradient(_f32(mask))
+    kept = ops.sum(mask)
+    safe = ops.maximum(kept, 1.0)
+    classes = ops.shape(probs)[-1]
+    predicted = ops.one_hot(ops.argmax(probs, axis=-1), classes)
+    hist = ops.stop_gradient(ops.sum(predicted * mask[:, None], axis=0) / safe)
+    mean_probs = ops.sum(probs * mask[:, None], axis=0) / safe
+
+    def scaled(values, histogram):
+        scale = ops.where(ops.greater(histogram, 0.0),
+                          1.0 / ops.maximum(histogram, 1e-12), 0.0)
+        values = values * ops.stop_gradient(scale)
+        return values / ops.maximum(ops.sum(values), 1e-12)
+
+    target = ops.stop_gradient(scaled(_f32(class_confidence), _f32(label_histogram)))
+    loss = ops.sum(target * ops.log(scaled(mean_probs, hist) + 1e-12))
+    return ops.where(ops.greater(kept, 0.0), loss, 0.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

@@ -409,8 +409,12 @@ class SemiSupervisedModel(keras.Model):
             if isinstance(x, dict) and augment.UNLABELED_TARGETS in x:
                 table = ops.clip(ops.cast(x[augment.UNLABELED_TARGETS], "float32"), 1e-7, 1.0)
                 teacher_logits = {**teacher_logits, "table": ops.log(table)}
+            extra = {}
+            if getattr(self.algorithm, "uses_index", False):
+                index = x.get(augment.UNLABELED_INDEX) if isinstance(x, dict) else None
+                extra["index"] = index
             unsup_loss, metrics, pseudo = as_unlabeled_loss(
-                self.algorithm.unlabeled_loss(logits, teacher_logits, step)
+                self.algorithm.unlabeled_loss(logits, teacher_logits, step, **extra)
             )
             # Like the compiled loss, the unlabeled loss is this replica's
             # share under tf.distribute: the replicas' gradients are summed.
@@ -657,6 +661,14 @@ class SemiSupervisedModel(keras.Model):
                                              verbose=verbose)
                 self._stores = _Untracked(source=source, store=store)
         except data.StoreError as error:
+            if not getattr(self.algorithm, "uses_table", False):
+                warnings.warn(
+                    f"{error} {type(self.algorithm).__name__} keeps state per unlabeled "
+                    "image, which needs them in memory; it streams them instead and "
+                    "estimates that state from the batches.",
+                    stacklevel=3,
+                )
+                return x, unlabeled
             rereadable = not isinstance(source, types.GeneratorType)
             if not (self._default_algorithm and rereadable):
                 raise
@@ -696,7 +708,8 @@ class SemiSupervisedModel(keras.Model):
                 "Without TensorFlow, fit(class_weight=...) is not supported; pass "
                 "sample_weight= instead."
             )
-        if getattr(self.algorithm, "uses_table", False) and not array_feed:
+        uses_index = bool(getattr(self.algorithm, "uses_index", False))
+        if (getattr(self.algorithm, "uses_table", False) or uses_index) and not array_feed:
             x, kwargs["unlabeled"] = self._table_inputs(x, kwargs.get("unlabeled"), verbose)
         has_unlabeled = kwargs.get("unlabeled") is not None or data.is_zipped(x)
         if has_unlabeled and verbose:
@@ -706,7 +719,7 @@ class SemiSupervisedModel(keras.Model):
             x, y, unlabeled_ratio=self.unlabeled_ratio, array_feed=array_feed,
             value_range=self.value_range,
             unlabeled_index=bool(getattr(self.algorithm, "uses_table", False)),
-            **kwargs,
+            index_unlabeled=uses_index, **kwargs,
         )
 
     def _prepare(self, inputs):
@@ -760,6 +773,9 @@ class SemiSupervisedModel(keras.Model):
             # Under tf.distribute, state built here (the teacher, the
             # algorithm's variables, on-device view layers) is mirrored.
             self._ensure_built(x_sample)
+            if getattr(self.algorithm, "uses_index", False) and getattr(
+                    inputs, "unlabeled_count", None):
+                self._size_unlabeled_state(inputs.unlabeled_count)
             if self.augment_on_device:
                 self._build_device_views(x_sample)  # once: the layers stay
             else:
@@ -787,6 +803,26 @@ class SemiSupervisedModel(keras.Model):
             source, self._augmentations.views, self._augmentations.labeled_view,
             zipped=inputs.has_unlabeled, on_device=self.augment_on_device,
         )
+
+    def _size_unlabeled_state(self, count):
+        """The algorithm's per-image state for `count` unlabeled images (`uses_index`).
+
+        Kept when it already has that size (a continued `fit` continues it);
+        otherwise made anew, in the place of the old in the model's weights.
+        """
+        old = list(self.algorithm.unlabeled_state())
+        if old and int(self.algorithm.num_unlabeled) == int(count):
+            return
+        new = list(self.algorithm.build_unlabeled_state(count))
+        for before, after in zip(old, new):
+            _compat.replace_variable(self, before, after)
+        replaced = {id(v): n for v, n in zip(old, new)}
+        current = [replaced.get(id(v), v)
+                   for v in (getattr(self, "algorithm_variables", None) or [])]
+        known = {id(v) for v in current}
+        _compat.track_variables(self, "algorithm_variables",
+                                current + [v for v in new if id(v) not in known])
+        self.train_function = None  # the step reads the new variables
 
     @property
     def pseudo_label_table(self):

@@ -20,10 +20,12 @@ from keras_ssl.algorithms.base import (
     register,
 )
 from keras_ssl.algorithms.fixmatch import FixMatch
+from keras_ssl.algorithms.flexmatch import FlexMatch
 from keras_ssl.algorithms.freematch import FreeMatch
 from keras_ssl.algorithms.mean_teacher import MeanTeacher
 from keras_ssl.algorithms.pseudo_label import PseudoLabel
 from keras_ssl.algorithms.self_training import SelfTraining
+from keras_ssl.algorithms.softmatch import SoftMatch
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -33,10 +35,12 @@ __all__ = [
     "STREAM_DEFAULT",
     "Algorithm",
     "FixMatch",
+    "FlexMatch",
     "FreeMatch",
     "MeanTeacher",
     "PseudoLabel",
     "SelfTraining",
+    "SoftMatch",
     "UnlabeledLoss",
     "default",
     "get",

@@ -164,6 +164,11 @@ class Algorithm:
             batches are drawn from, a boolean mask or draw weights) and
             passes each batch's rows as `teacher_logits["table"]`
             (log-probabilities).
+        uses_index: the algorithm keeps state per unlabeled image: `fit`
+            reads a finite unlabeled source into memory, calls
+            `build_unlabeled_state(num_unlabeled)` (and `unlabeled_state()`
+            to find what to replace when the count changes), and passes
+            each batch's image indices to `unlabeled_loss(..., index=...)`.
     """
 
     name = None
@@ -173,6 +178,16 @@ class Algorithm:
     labeled_view = None
     metric_names = ()
     uses_table = False
+    uses_index = False
+
+    def build_unlabeled_state(self, num_unlabeled):
+        """Create per-image state variables for `num_unlabeled` images (`uses_index`)."""
+        del num_unlabeled
+        return []
+
+    def unlabeled_state(self):
+        """The per-image state variables `build_unlabeled_state` made, or []."""
+        return []
 
     @property
     def needs_teacher(self):

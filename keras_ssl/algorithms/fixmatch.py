@@ -27,24 +27,28 @@ class FixMatch(PseudoLabel):
     ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, epochs=10)
     ```
 
-    With `distribution_alignment=True` the weak view's probabilities are
-    multiplied by `1 / m` (and renormalized), `m` a running mean (momentum
-    0.999) of the model's predicted class distribution on unlabeled images
-    (ReMixMatch's alignment to a uniform class prior), before confidence and
-    label are taken: a model that over-predicts some classes does not flood
-    training with them.
+    With `distribution_alignment=True` the weak view's probabilities `p`
+    become `p * (u + 1e-6) / (m + 1e-6)` (renormalized), `u` uniform and `m`
+    the model's predicted class distribution on unlabeled images: the first
+    batch's mean, then a running mean with momentum 0.999 (ReMixMatch's
+    alignment, started as ReMixMatch and USB start it). Confidence, mask
+    and label are taken after it: a model that over-predicts some classes
+    does not flood training with them.
 
     Args:
         threshold: confidence in (0, 1) a pseudo-label must reach. Default
             0.95 (the paper's); BENCHMARKS.md compares others at a CPU budget.
         distribution_alignment: align the weak view's predictions to a
-            uniform class distribution. Default False.
-        unlabeled_weight, temperature, weak, strong, flip: as in
+            uniform class distribution. Default False (the paper has none).
+        unlabeled_weight, temperature, weak, strong, flip, hard_labels: as in
             `keras_ssl.algorithms.PseudoLabel`.
     """
 
+    ALIGNMENT_MOMENTUM = 0.999
+
     def __init__(self, threshold=0.95, unlabeled_weight=1.0, temperature=1.0,
-                 weak=None, strong=None, flip=True, distribution_alignment=False):
+                 weak=None, strong=None, flip=True, distribution_alignment=False,
+                 hard_labels=True):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 < float(threshold) < 1.0
         ):
@@ -52,23 +56,28 @@ class FixMatch(PseudoLabel):
                 f"FixMatch(threshold=...) must be in (0, 1); received {threshold!r}. "
                 "Typical values are 0.7-0.95."
             )
-        super().__init__(unlabeled_weight, temperature, weak, strong, flip)
+        super().__init__(unlabeled_weight, temperature, weak, strong, flip, hard_labels)
         self.threshold = float(threshold)
         self.distribution_alignment = bool(distribution_alignment)
         self.marginal = None
+        self.marginal_started = None
 
     def build_state(self, num_classes):
         if not self.distribution_alignment:
             return super().build_state(num_classes)
         classes = self.known_classes(num_classes)
         self.marginal = self.state_variable("marginal", ops.ones((classes,)) / classes)
-        return [self.marginal]
+        self.marginal_started = self.state_variable("marginal_started", 0.0)
+        return [self.marginal, self.marginal_started]
 
     def adjust(self, probs):
         if not self.distribution_alignment:
             return probs
-        marginal = 0.999 * self.marginal.value + 0.001 * ops.mean(probs, axis=0)
+        marginal = losses.update_marginal(self.marginal.value, probs,
+                                          self.ALIGNMENT_MOMENTUM,
+                                          self.marginal_started.value)
         self.marginal.assign(marginal)
+        self.marginal_started.assign(ops.ones_like(self.marginal_started.value))
         return losses.align_distribution(probs, marginal)
 
     def mask(self, probs, confidence, labels):

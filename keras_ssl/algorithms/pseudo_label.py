@@ -1,6 +1,7 @@
 """`PseudoLabel`: the base of FixMatch-style algorithms (weak view -> target -> strong view)."""
 
 import keras
+from keras import ops
 
 from keras_ssl import augment, losses
 from keras_ssl.algorithms.base import (
@@ -15,11 +16,24 @@ class PseudoLabel(Algorithm):
     """Pseudo-labels from a weak view train a strong view, weighted per image.
 
     For every unlabeled image the model's prediction on a weakly augmented
-    view (no gradient) gives a target (`targets`: the hard class by default)
-    and a weight in [0, 1] (`mask`); the model is trained with cross-entropy
-    to predict the target on a strongly augmented view. FixMatch, FreeMatch,
-    FlexMatch or SoftMatch differ only in `mask` (and state built in
-    `build_state`): a subclass overrides what it must.
+    view (no gradient) gives a target and a weight in [0, 1] (`mask`); the
+    model is trained with cross-entropy to predict the target on a strongly
+    augmented view. FixMatch, FreeMatch, FlexMatch or SoftMatch differ only
+    in `adjust` (e.g. distribution alignment), `mask` and the state they
+    keep (`build_state`): a subclass overrides what it must.
+
+    The data flow of one unlabeled batch, as in the papers and their
+    reference implementation (USB):
+
+        p = softmax(weak logits)            (temperature 1, no gradient)
+        q = adjust(p)                       (identity; alignment in some)
+        mask = mask(q, max q, argmax q)     (the confidence the threshold sees)
+        target = argmax q                   (hard_labels=True, the default)
+               | sharpen(q, temperature)    (hard_labels=False: soft targets)
+        loss = mean(mask * cross_entropy(target, strong logits))
+
+    `temperature` only sharpens soft targets: thresholds always see the plain
+    softmax, and with hard labels (the default) it has no effect.
 
     Example:
 
@@ -32,7 +46,8 @@ class PseudoLabel(Algorithm):
 
     Args:
         unlabeled_weight: weight of the unlabeled loss. Default 1.0.
-        temperature: softmax temperature of the weak view's prediction.
+        temperature: sharpening temperature of soft targets
+            (`hard_labels=False`). Default 1.0.
         weak: a callable (best a Keras layer, which is saved with the
             algorithm) producing the weak view, or None for
             `augment.weak_augmentation` (flip + 12.5% translation).
@@ -40,15 +55,20 @@ class PseudoLabel(Algorithm):
             `augment.strong_augmentation` (weak + RandAugment + cutout).
         flip: whether the default views use horizontal flips. Turn it off for
             images that are not mirror-symmetric, such as digits.
+        hard_labels: train towards the predicted class (True, the default,
+            as in the papers) or towards the (sharpened) class probabilities.
     """
 
     views = ("weak", "strong")
     target_views = ("weak",)
     labeled_view = "weak"
     metric_names = ("mask_rate",)
+    # Targets come from the adjusted probabilities (FixMatch's alignment, as
+    # ReMixMatch); SoftMatch takes them from the plain ones.
+    targets_from_adjusted = True
 
     def __init__(self, unlabeled_weight=1.0, temperature=1.0, weak=None, strong=None,
-                 flip=True):
+                 flip=True, hard_labels=True):
         name = type(self).__name__
         if float(unlabeled_weight) < 0:
             raise ValueError(
@@ -63,6 +83,7 @@ class PseudoLabel(Algorithm):
         self.weak = deserialize_view(weak)
         self.strong = deserialize_view(strong)
         self.flip = bool(flip)
+        self.hard_labels = bool(hard_labels)
 
     def build_views(self, value_range):
         weak = self.weak or augment.weak_augmentation(value_range, flip=self.flip)
@@ -78,13 +99,13 @@ class PseudoLabel(Algorithm):
             )
         return int(num_classes)
 
-    def state_variable(self, name, value):
-        """A non-trainable float32 state variable of this algorithm (for `build_state`)."""
-        return keras.Variable(value, dtype="float32", trainable=False,
+    def state_variable(self, name, value, dtype="float32"):
+        """A non-trainable state variable of this algorithm (for `build_state`)."""
+        return keras.Variable(value, dtype=dtype, trainable=False,
                               name=f"{self.name}_{name}", aggregation="mean")
 
     def adjust(self, probs):
-        """The weak view's class probabilities as the targets use them.
+        """The weak view's class probabilities as masks and targets use them.
 
         Identity by default; e.g. distribution alignment (FixMatch's option)
         rescales them. Confidence and hard labels are taken after it.
@@ -92,36 +113,53 @@ class PseudoLabel(Algorithm):
         return probs
 
     def targets(self, probs, confidence, labels):
-        """The class each unlabeled image is trained towards (hard labels)."""
-        del probs, confidence
-        return labels
+        """What each unlabeled image is trained towards: the class `labels`,
+        or with `hard_labels=False` the probabilities sharpened by
+        `temperature` (soft targets)."""
+        del confidence
+        if self.hard_labels:
+            return labels
+        return losses.sharpen(probs, self.temperature)
 
     def mask(self, probs, confidence, labels):
         """Per-image weights in [0, 1]. Subclasses change this."""
         raise NotImplementedError
 
+    def extra_loss(self, logits, mask):
+        """A loss added to the weighted pseudo-label loss (0 by default)."""
+        del logits, mask
+        return 0.0
+
     def extra_metrics(self):
         """More `{name: value}` for `metric_names` beyond the mask rate."""
         return {}
 
-    def unlabeled_loss(self, logits, teacher_logits, step):
-        probs, confidence, labels = losses.pseudo_labels(logits["weak"], self.temperature)
-        adjusted = self.adjust(probs)
-        if adjusted is not probs:
-            probs = keras.ops.stop_gradient(adjusted)
-            confidence = keras.ops.max(probs, axis=-1)
-            labels = keras.ops.argmax(probs, axis=-1)
-        mask = self.mask(probs, confidence, labels)
-        target = self.targets(probs, confidence, labels)
-        loss = losses.masked_cross_entropy(logits["strong"], target, mask)
-        metrics = {"mask_rate": keras.ops.mean(mask), **self.extra_metrics()}
-        return UnlabeledLoss(self.unlabeled_weight * loss, metrics, labels)
+    def unlabeled_loss(self, logits, teacher_logits, step, index=None):
+        del teacher_logits, step
+        probs = ops.stop_gradient(losses.probabilities(logits["weak"]))
+        adjusted = ops.stop_gradient(self.adjust(probs))
+        confidence = ops.max(adjusted, axis=-1)
+        labels = ops.argmax(adjusted, axis=-1)
+        extra = {"index": index} if getattr(self, "uses_index", False) else {}
+        mask = self.mask(adjusted, confidence, labels, **extra)
+        if not self.targets_from_adjusted:
+            confidence, labels = ops.max(probs, axis=-1), ops.argmax(probs, axis=-1)
+        source = adjusted if self.targets_from_adjusted else probs
+        target = self.targets(source, confidence, labels)
+        loss = self.unlabeled_weight * losses.masked_cross_entropy(
+            logits["strong"], target, mask)
+        loss = loss + self.extra_loss(logits, mask)
+        metrics = {"mask_rate": ops.mean(mask), **self.extra_metrics()}
+        return UnlabeledLoss(loss, metrics, labels)
 
     def get_config(self):
-        return {
+        config = {
             "unlabeled_weight": self.unlabeled_weight,
             "temperature": self.temperature,
             "flip": self.flip,
             "weak": serialize_view(self.weak),
             "strong": serialize_view(self.strong),
         }
+        if not self.hard_labels:
+            config["hard_labels"] = False
+        return config

@@ -49,6 +49,9 @@ class FitInputs:
             the model zips the unlabeled stream its table draws.
         unlabeled_labels, unlabeled_batch: their monitoring labels (or None)
             and the unlabeled batch size.
+        unlabeled_count: the number of unlabeled images when each batch
+            carries their indices (`unlabeled_index`, `index_unlabeled`),
+            else None.
     """
 
     def __init__(self, **fields):
@@ -84,7 +87,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
          unlabeled_labels=None, shuffle=True, class_weight=None, steps_per_epoch=None,
          epochs=1, initial_epoch=0, validation_split=0.0, validation_data=None,
          validation_steps=None, validation_freq=1, unlabeled_ratio=7, value_range=None,
-         array_feed=False, unlabeled_index=False):
+         array_feed=False, unlabeled_index=False, index_unlabeled=False):
     """Read and check `fit`'s data arguments; build the raw sources.
 
     Args:
@@ -97,6 +100,9 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         unlabeled_index: the unlabeled images are read for a pseudo-label
             table: they must be an array, and no unlabeled stream is built
             (the table draws it).
+        index_unlabeled: when the unlabeled images are an array, each
+            unlabeled batch carries the images' indices (`"unlabeled_index"`)
+            for an algorithm's per-image state (`FlexMatch`'s memory).
 
     Returns:
         A `FitInputs`. Raises `InputError` for anything it cannot train on;
@@ -228,7 +234,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
             )
         stream, guard = _unlabeled_stream(
             unlabeled, unlabeled_labels, x_sample, value_range, stats, u_batch,
-            guard, array_feed, unlabeled_index,
+            guard, array_feed, unlabeled_index, index_unlabeled,
         )  # None with unlabeled_index: the model's table draws the batches
     if kind in ("dataset", "pydataset", "generator"):
         source = source.map(guard.labeled_batch, num_parallel_calls=tf.data.AUTOTUNE)
@@ -239,7 +245,7 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
     if array_feed:
         source = ArraySource(x, y, sample_weight, batch_size, unlabeled, u_batch,
                              unlabeled_labels, shuffle, steps_per_epoch,
-                             with_index=unlabeled_index)
+                             with_index=unlabeled_index or index_unlabeled)
     elif stream is not None:
         source = tf.data.Dataset.zip((source, stream))
     # With unlabeled_index the unlabeled stream is made by the model from its
@@ -254,6 +260,8 @@ def read(x, y=None, *, sample_weight=None, batch_size=None, unlabeled=None,
         unlabeled_images=(np.asarray(unlabeled) if unlabeled_index and unlabeled is not None
                           else None),
         unlabeled_labels=unlabeled_labels, unlabeled_batch=u_batch,
+        unlabeled_count=(len(unlabeled) if (unlabeled_index or index_unlabeled)
+                         and unlabeled is not None and checks.is_array(unlabeled) else None),
     )
 
 

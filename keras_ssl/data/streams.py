@@ -109,11 +109,12 @@ def _unbatched_images(unlabeled, kind, image_rank):
 
 
 def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u_batch,
-                      guard, array_feed, with_index=False):
+                      guard, array_feed, with_index=False, indexed=False):
     """Check the unlabeled input; return its batched stream and the stream guard.
 
     Arrays are checked whole and need no guard (`guard` comes back as given);
-    a stream gets one (the labeled stream's, or a new one).
+    a stream gets one (the labeled stream's, or a new one). With `indexed`,
+    an array's batches carry each image's index (`_indexed_batches`).
     """
     kind = input_kind(unlabeled, "unlabeled")
     image_rank = x_sample.ndim
@@ -132,6 +133,8 @@ def _unlabeled_stream(unlabeled, labels, x_sample, value_range, labeled_stats, u
             return None, guard
         if with_index:
             return None, guard  # checked; the pseudo-label table draws the batches
+        if indexed:
+            return _indexed_batches(images, labels, u_batch), guard
         dataset = tf.data.Dataset.from_tensor_slices(images)
         return _shuffled_batches(dataset, labels, u_batch), guard
     if array_feed:
@@ -197,4 +200,15 @@ def _shuffled_batches(images, labels, batch_size, guard=None, shuffle_buffer=100
     elif guard is not None:
         images = images.filter(guard.keep_unlabeled)
     dataset = images.shuffle(shuffle_buffer, reshuffle_each_iteration=True)
+    return dataset.repeat().batch(batch_size, drop_remainder=True)
+
+
+def _indexed_batches(images, labels, batch_size, shuffle_buffer=10000):
+    """Unlabeled array batches as `{"images", "index"[, "labels"]}`: shuffled,
+    repeated forever, full batches; `index` is each image's row in `images`."""
+    elements = {"images": images, "index": np.arange(len(images), dtype="int32")}
+    if labels is not None:
+        elements["labels"] = np.asarray(labels).reshape(-1)
+    dataset = tf.data.Dataset.from_tensor_slices(elements)
+    dataset = dataset.shuffle(min(shuffle_buffer, len(images)), reshuffle_each_iteration=True)
     return dataset.repeat().batch(batch_size, drop_remainder=True)
