@@ -17,7 +17,7 @@ def test_weights_are_one_above_the_mean_and_gaussian_below():
     algorithm.build_state(num_classes=4)
     confidence = np.array([0.3, 0.5, 0.7, 0.9], "float32")
     weights = _numpy(algorithm.mask(None, confidence, None))
-    mean, variance = confidence.mean(), confidence.var()
+    mean, variance = confidence.mean(), confidence.var(ddof=1)  # unbiased, as the paper
     expected = np.where(confidence >= mean, 1.0,
                         np.exp(-((confidence - mean) ** 2) / (2 * variance / 4.0)))
     np.testing.assert_allclose(weights, expected, rtol=1e-5)
