@@ -549,9 +549,10 @@ class SemiSupervisedModel(keras.Model):
                 labeled arrays is held out (before shuffling), as Keras does.
             validation_data: `(x_val, y_val)`, a dataset or a `PyDataset`;
                 checked like the training data (shape, range, labels).
-            Other arguments are passed to `keras.Model.fit` unchanged; an
-            epoch is one pass over the labeled data unless `steps_per_epoch`
-            is given (the labeled data then repeats as needed).
+            **kwargs: the other arguments of `keras.Model.fit`, passed on
+                unchanged. An epoch is one pass over the labeled data unless
+                `steps_per_epoch` is given (the labeled data then repeats as
+                needed).
 
         Returns:
             A `keras.callbacks.History`.
