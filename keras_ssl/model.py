@@ -70,11 +70,8 @@ class SemiSupervisedModel(keras.Model):
     model = keras.applications.MobileNet(
         input_shape=(32, 32, 3), weights=None, classes=10,
         classifier_activation=None)
-    ssl = keras_ssl.SemiSupervisedModel(model, keras_ssl.FixMatch(),
-                                        unlabeled_ratio=7)
-    ssl.compile(optimizer="adam",
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+    ssl = keras_ssl.SemiSupervisedModel(model, unlabeled_ratio=3)  # the default
+    ssl.compile(optimizer="adam", metrics=["accuracy"])  # loss: cross-entropy
     ssl.fit(x_labeled, y_labeled, unlabeled=x_unlabeled, batch_size=32,
             epochs=10, validation_data=(x_val, y_val))
     ssl.evaluate(x_test, y_test)
@@ -89,11 +86,13 @@ class SemiSupervisedModel(keras.Model):
             logits or class probabilities of shape `(batch, classes)`.
         algorithm: a `keras_ssl.Algorithm`, e.g. `keras_ssl.FixMatch()`,
             `keras_ssl.FreeMatch()` or `keras_ssl.MeanTeacher()`. Default
-            None: `keras_ssl.SelfTraining()` when `fit` gets the unlabeled
-            images as a numpy array, `keras_ssl.FixMatch(threshold=0.8)`
-            when they come as a stream (dataset, `PyDataset`, generator),
-            chosen at each `fit`; `ssl.algorithm` is the one in use
-            (BENCHMARKS.md has the measurements behind the choice).
+            None: `keras_ssl.SelfTraining()` whenever the unlabeled images
+            are finite (an array, or a dataset, `PyDataset`, generator or
+            folder that `fit` reads into memory once),
+            `keras_ssl.FixMatch(threshold=0.8)` for an endless stream or
+            one over `unlabeled_memory_gb`, chosen at each `fit`;
+            `ssl.algorithm` is the one in use and `ssl.algorithm_reason`
+            says why (BENCHMARKS.md has the measurements behind the choice).
             Self-training labels with the model itself: train it supervised
             first (`keras_ssl.fit_two_phase`, or a `fit` without
             `unlabeled`). Any name of
