@@ -16,6 +16,7 @@ files only: a table that the files no longer support fails `--check`.
 """
 
 import argparse
+import decimal
 import json
 import os
 import re
@@ -93,6 +94,187 @@ def digits_demo():
     return _table(["method", "test accuracy (8 seeds)", "steps", "seconds per run"], rows)
 
 
+def _shown_mean(values):
+    """`(mean, std)` of accuracies as shown (percent, 2 decimals), rounded half up.
+
+    For a mean row under per-seed rows: it agrees with the rows above it, where the
+    mean of the unrounded accuracies can round the other way at a tie.
+    """
+    shown = [decimal.Decimal(f"{100.0 * v:.2f}") for v in values]
+    mean = sum(shown) / len(shown)
+    std = (sum((v - mean) ** 2 for v in shown) / len(shown)).sqrt()
+    cent = decimal.Decimal("0.01")
+    return (mean.quantize(cent, decimal.ROUND_HALF_UP),
+            std.quantize(cent, decimal.ROUND_HALF_UP))
+
+
+def _pct_of(mean, std):
+    """`mean ± std %` of a stored summary (accuracies in [0, 1])."""
+    return f"{100.0 * mean:.2f} ± {100.0 * std:.2f} %"
+
+
+ZIPPED = ("one zipped dataset "
+          "(`zip((labeled.repeat(), unlabeled.shuffle().repeat().batch()))`)")
+HAND_WRITTEN = ("hand-written `tf.function` step (same model, concatenated forward pass, "
+                "losses), batches in RAM")
+
+
+def digits_sources():
+    """The digits demo with the images passed four ways (3 seeds each, 1,000 steps)."""
+    rows = []
+    for name, method, label in (
+            ("digits_demo_array.json", "default", "numpy arrays"),
+            ("digits_demo_tfdata.json", "default",
+             "`tf.data` datasets (labeled batched, unlabeled batched)"),
+            ("digits_demo_generator.json", "default", "a generator of unlabeled batches"),
+            ("digits_demo_zipped.json", "default", ZIPPED),
+            ("digits_demo_array.json", "supervised", "supervised (arrays), same steps")):
+        runs = sorted((r for r in _load(name)["runs"] if r["method"] == method),
+                      key=lambda r: r["seed"])
+        acc = [r["accuracy"] for r in runs]
+        rows.append([label, _per_seed3(acc), f"{np.mean(acc):.3f} ± {np.std(acc):.3f}",
+                     f"{np.mean([r['seconds'] for r in runs]):.1f}"])
+    return _table(["how `fit` gets the images", "per seed (0 / 1 / 2)", "mean ± std",
+                   "seconds per run"], rows)
+
+
+CIFAR_DEFAULT = "default:warmup=600;balance_classes=True"
+
+
+def cifar10_protocol():
+    """The CIFAR-10 CPU protocol: the default of 2026-11-29 and both baselines, seeds 0-2."""
+    data = _load("cifar10_protocol_2026-11-29.json")
+    runs = _by([r for r in data["runs"] if r["seed"] in (0, 1, 2)], "method")
+    summaries = {s["method"]: s for s in data["summaries"]}
+    rows = []
+    for method, label in (
+            ("supervised", "supervised, equal steps"),
+            ("supervised_strong", "supervised + strong view, at least equal wall time"),
+            (CIFAR_DEFAULT, "**the default of 2026-11-29** (`SelfTraining`, balanced draw)")):
+        group, s = runs[method], summaries[method]
+        acc = [r["accuracy"] for r in group]
+        if "seconds_min" in s:
+            seconds = f"{s['seconds_min']:,}-{s['seconds_max']:,}"
+        elif "seconds_estimated" in s:
+            seconds = f"about {s['seconds_estimated']:,} (estimated)"
+        else:
+            seconds = "not quoted"
+        rows.append([label, f"{group[0]['steps']:,}", _per_seed(acc), _pct(acc),
+                     _pct_of(s["ema_mean"], s["ema_std"]),
+                     _pct_of(s["moving_mean"], s["moving_std"]), seconds])
+    return _table(["method", "steps", "seed 0 / 1 / 2", "test accuracy (3 seeds)", "EMA",
+                   "moving statistics", "wall time (s)"], rows)
+
+
+def cifar10_tfdata():
+    """The CIFAR-10 protocol's default through `tf.data`: seeds 0-1 and seed 2, two versions."""
+    runs = [_load(f"cifar10_tfdata_seed{seed}.json")["runs"][0] for seed in (0, 1, 2)]
+    array = {r["seed"]: r["accuracy"]
+             for r in _load("cifar10_protocol_2026-11-29.json")["runs"]
+             if r["method"] == CIFAR_DEFAULT}
+    keys = ("student_accuracy", "ema_accuracy", "moving_accuracy")
+
+    def row(label, run, same_seed):
+        return [label] + [f"{100.0 * run[k]:.2f} %" for k in keys] + [
+            same_seed, f"{run['steps']:,}", f"{run['seconds']:,.0f}",
+            f"{run['steps_per_second']:.2f}"]
+
+    rows = [row(f"{r['seed']} (default of 2026-12-04)", r, f"{100.0 * array[r['seed']]:.2f} %")
+            for r in runs[:2]]
+    means = [_shown_mean([r[k] for r in runs[:2]]) for k in keys]
+    array_mean = _shown_mean([array[r["seed"]] for r in runs[:2]])[0]
+    rows.append(["mean of seeds 0-1", f"**{means[0][0]} ± {means[0][1]} %**",
+                 f"{means[1][0]} %", f"{means[2][0]} %", f"{array_mean} %", "", "", ""])
+    rows.append(row(f"{runs[2]['seed']} (default of 2026-12-05; not pooled)", runs[2], "-"))
+    return _table(["seed (version)", "student (recomputed statistics)", "EMA",
+                   "moving statistics", "array path, same seed (default of 2026-11-29)",
+                   "steps", "wall time (s)", "steps/s"], rows)
+
+
+def transfer_4per_class():
+    """Transfer from classes 0-4 to 5-9 of CIFAR-10, 4 labels per class, seeds 0-2."""
+    data = _load("transfer_4per_class_2026-11-28.json")
+    runs = _by(data["runs"], "method")
+    summaries = {s["method"]: s for s in data["summaries"]}
+    rows = []
+    for method, label in (
+            ("from scratch, supervised", "from scratch, supervised"),
+            ("pretrained, supervised fine-tuning", "pretrained, supervised fine-tuning"),
+            ("pretrained + fixmatch:threshold=0.8 (default)",
+             "pretrained + FixMatch(0.8) (the default of 2026-11-28)"),
+            ("pretrained + flexmatch", "**pretrained + FlexMatch**"),
+            ("pretrained, supervised fine-tuning, equal wall time",
+             "pretrained, supervised fine-tuning, equal wall time")):
+        acc = [r["accuracy"] for r in runs[method]]
+        s = summaries[method]
+        rows.append([label, _pct(acc), _per_seed(acc),
+                     _pct_of(s["student_mean"], s["student_std"]), f"{s['steps']:,}",
+                     f"{s['seconds_per_run']:,}"])
+    return _table(["method", "EMA test accuracy (3 seeds)", "seed 0 / 1 / 2", "student",
+                   "steps", "wall time per run (s)"], rows)
+
+
+def step_cost():
+    """Milliseconds per training step, per method, on the CIFAR-10 protocol's model."""
+    rows_in = _load("step_cost_2026-11-28.json")["rows"]
+    base = next(r["ms_per_step"] for r in rows_in if r["method"] == "supervised")
+    labels = {
+        "supervised": "supervised",
+        "supervised_strong": "supervised, strong view on labeled images",
+        "fixmatch_joint": "FixMatch, weak view in the joint pass (its default)",
+        "fixmatch_moving": "FixMatch, weak view forward-only, moving BatchNorm statistics",
+        "fixmatch_batch": "FixMatch, weak view forward-only, its own batch statistics",
+        "self_training": "SelfTraining, strong view on pseudo-labeled images (its default)",
+        "self_training_weak": "SelfTraining, weak view on pseudo-labeled images",
+    }
+    rows = []
+    for r in rows_in:
+        ms = f"{r['ms_per_step']:.1f}" + (f" ({r['note']})" if "note" in r else "")
+        rows.append([labels[r["method"]], ms, r["images_forward_backward"],
+                     r["images_forward_only"], f"{r['ms_per_step'] / base:.2f}x",
+                     f"{r['ms_per_step'] / r['images_forward_backward']:.2f}"])
+    table = _table(["method", "ms / step", "images fwd+bwd", "images fwd only",
+                    "cost vs supervised step", "ms per image fwd+bwd"], rows)
+    refresh = next(r for r in rows_in if "table_refresh_s" in r)
+    return (f"{table}\n\nOne refresh of the self-training table over "
+            f"{refresh['table_images']:,} unlabeled images: {refresh['table_refresh_s']:.1f} s.")
+
+
+def throughput():
+    """keras-ssl's FixMatch step against a hand-written `tf.function` step."""
+    data = _load("throughput_2026-11-27.json")
+    ms = {r["measurement"]: r["ms_per_step"] for r in data["runs"]}
+    hand, ram, piped = ms["hand_written"], ms["keras_ssl_in_ram"], ms["keras_ssl_tfdata"]
+    rows = [
+        [HAND_WRITTEN, f"{hand:.1f} ms/step"],
+        ["keras-ssl (`fit` of `SemiSupervisedModel`), the same batches in RAM",
+         f"{ram:.1f} ms/step"],
+        ["keras-ssl `fit` on its `tf.data` source (views made in a parallel map, prefetch)",
+         f"{piped:.1f} ms/step"],
+        ["ratio keras-ssl / hand-written (in RAM)", f"{ram / hand:.2f}"],
+        ["time blocked on input", f"{100.0 * data['input_blocked_share']:.1f} %"],
+        ["`fit` on the `tf.data` source against in RAM",
+         f"{100.0 * (1 - ram / piped):.1f} % slower"],
+    ]
+    return _table(["measurement", "value"], rows)
+
+
+def gpu_tutorial():
+    """The tutorial example on one GPU (JAX): the one stage that finished."""
+    labels = {"two_phase": "keras-ssl two-phase", "supervised_equal_steps":
+              "supervised, equal steps", "supervised_equal_time": "supervised, equal wall time"}
+    rows = []
+    for r in _load("gpu_tutorial_2026-11-28.json")["runs"]:
+        if r["accuracy"] is None:
+            rows.append([labels[r["method"]], r["note"], "", ""])
+            continue
+        label = (f"{labels[r['method']]} (supervised {r['supervised_steps']:,} steps, "
+                 f"SSL {r['ssl_steps']:,})")
+        rows.append([label, f"{100.0 * r['accuracy']:.2f} %", f"{r['steps']:,}",
+                     f"{r['seconds']:,}"])
+    return _table(["method", "test accuracy", "steps", "wall time (s)"], rows)
+
+
 ALGORITHMS = (("fixmatch_da", "FixMatch with distribution alignment"),
               ("flexmatch", "FlexMatch"), ("freematch", "FreeMatch"),
               ("softmatch", "SoftMatch"))
@@ -140,6 +322,13 @@ def algorithms_transfer():
 TABLES = {
     "cli_folders_15min": cli_folders_15min,
     "digits_demo": digits_demo,
+    "digits_sources": digits_sources,
+    "cifar10_protocol": cifar10_protocol,
+    "cifar10_tfdata": cifar10_tfdata,
+    "transfer_4per_class": transfer_4per_class,
+    "step_cost": step_cost,
+    "throughput": throughput,
+    "gpu_tutorial": gpu_tutorial,
     "algorithms_digits": algorithms_digits,
     "algorithms_transfer": algorithms_transfer,
 }
