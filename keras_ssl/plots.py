@@ -39,7 +39,9 @@ def plot_history(history, path, phases=None, switch_epoch=None, title=None):
     Example:
 
     ```python
-    history = ssl.fit(..., callbacks=[switch])
+    switch = keras_ssl.callbacks.PlateauPhaseSwitch(patience=2)
+    history = ssl.fit(x, y, unlabeled=u, validation_data=(x_val, y_val),
+                      epochs=20, callbacks=[switch])
     keras_ssl.plots.plot_history(history, "run.png",
                                  switch_epoch=switch.switch_epoch)
     ```
