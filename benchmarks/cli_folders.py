@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from benchmarks import provenance
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
            "ship", "truck")
 
@@ -152,7 +154,8 @@ def run(args):
 def _save(args, results):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "cli_folders.json"), "w") as f:
-        json.dump({"args": vars(args), "runs": results}, f, indent=1)
+        json.dump({"args": vars(args), **provenance.describe(), "runs": results}, f,
+                  indent=1)
 
 
 def main(argv=None):

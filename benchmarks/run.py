@@ -43,7 +43,7 @@ import keras
 import numpy as np
 
 import keras_ssl
-from benchmarks import datasets
+from benchmarks import datasets, provenance
 
 
 def parse_method(spec):
@@ -357,7 +357,8 @@ def main(argv=None):
     stem = os.path.join(args.out, f"{args.dataset}_{args.labels}labels"
                         + ("" if args.input == "array" else f"_{args.input}"))
     with open(stem + ".json", "w") as f:
-        json.dump({"args": vars(args), "table": table, "runs": results}, f, indent=2)
+        json.dump({"args": vars(args), **provenance.describe(), "table": table,
+                   "runs": results}, f, indent=2)
     plot(table, stem + ".png", f"{args.dataset}, {args.labels} labels")
     print()
     print(markdown(table))

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 
 import keras_ssl
-from benchmarks import datasets
+from benchmarks import datasets, provenance
 
 METHODS = {
     # name: (algorithm factory, SemiSupervisedModel kwargs, uses unlabeled).
@@ -115,7 +115,7 @@ def main(argv=None):
                   f"(teacher weights, BatchNorm recomputed): {r['table_refresh_s']:.1f} s")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+        json.dump({"args": vars(args), **provenance.describe(), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

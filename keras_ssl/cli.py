@@ -6,6 +6,18 @@ import os
 import sys
 
 
+def _provenance():
+    """Date, keras-ssl version and machine, recorded beside a result."""
+    import datetime
+    import platform
+
+    import keras_ssl
+
+    return {"date": datetime.date.today().isoformat(), "keras_ssl": keras_ssl.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                       f"{platform.system()} {platform.python_version()}"}
+
+
 def _demo(args):
     from keras_ssl import demo
 
@@ -33,7 +45,8 @@ def _demo(args):
                          f"digits, {n_lab} labels, {args.steps} steps")
     out_json = os.path.join(args.out, f"{stem}.json")
     with open(out_json, "w") as f:
-        json.dump({"table": table, "runs": results, "args": vars(args)}, f, indent=2)
+        json.dump({"table": table, "runs": results, "args": vars(args),
+                   **_provenance()}, f, indent=2)
     print(f"\nwrote {png} and {out_json}")
     return 0
 
