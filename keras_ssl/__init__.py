@@ -23,7 +23,7 @@ from keras_ssl.checks import InputError
 from keras_ssl.model import SemiSupervisedModel
 from keras_ssl.recipes import TwoPhaseReport, fit_two_phase
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Algorithm",

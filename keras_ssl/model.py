@@ -92,7 +92,7 @@ class SemiSupervisedModel(keras.Model):
             `keras_ssl.FixMatch(threshold=0.8)` for an endless stream or
             one over `unlabeled_memory_gb`, chosen at each `fit`;
             `ssl.algorithm` is the one in use and `ssl.algorithm_reason`
-            says why (BENCHMARKS.md has the measurements behind the choice).
+            says why (docs/experiments.md has the measurements behind the choice).
             Self-training labels with the model itself: train it supervised
             first (`keras_ssl.fit_two_phase`, or a `fit` without
             `unlabeled`). Any name of
@@ -140,7 +140,7 @@ class SemiSupervisedModel(keras.Model):
             protocol. `"batch"`: the same pass with BatchNorm normalizing by
             that view's own batch statistics (its moving statistics are not
             updated). On a 1,000-step CIFAR-10 proxy (one seed) "moving" lost
-            1.5 points and "batch" 6.8 against "joint" (BENCHMARKS.md), hence
+            1.5 points and "batch" 6.8 against "joint" (docs/experiments.md), hence
             the default. With `augment_on_device=True` the pass is joint.
     """
 
@@ -1123,9 +1123,9 @@ def _distribution_scope(model):
 _NO_UNLABELED = object()
 _FALLBACK_COST = (
     "A FixMatch step costs about twice a self-training step (it also runs a weak view "
-    "of every unlabeled image), and on the CIFAR-10 protocol of BENCHMARKS.md it is "
-    "less accurate than self-training and than supervised training for the same wall "
-    "time."
+    "of every unlabeled image), and on the CIFAR-10 CPU protocol it was less accurate "
+    "than self-training and than supervised training for the same wall time "
+    "(docs/experiments.md)."
 )
 
 

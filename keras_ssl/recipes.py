@@ -262,7 +262,7 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         backup.attach(switch, start, {k: list(v) for k, v in logs.items()})
     # An algorithm with a pseudo-label table (SelfTraining, the default for
     # array inputs) trains mostly on strong views, and labels and scores best
-    # with the moving statistics that training leaves (BENCHMARKS.md, 3
+    # with the moving statistics that training leaves (docs/experiments.md, 3
     # seeds): in its phase, statistics are recomputed at the switch only.
     ssl._choose_default_algorithm(x, unlabeled)
     keep_moving = bool(getattr(ssl.algorithm, "uses_table", False))

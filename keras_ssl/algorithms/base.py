@@ -90,10 +90,10 @@ def get(identifier, steps=None, **kwargs):
 
 
 # The algorithm `SemiSupervisedModel(algorithm=None)` uses, chosen from the
-# CIFAR-10 CPU protocol at equal wall time (BENCHMARKS.md): self-training with
-# a pseudo-label table. The table needs the unlabeled images as an array;
-# when they come as a stream (tf.data, PyDataset, generator, folders of
-# files), the default is `STREAM_DEFAULT`.
+# CIFAR-10 CPU protocol at equal wall time (docs/experiments.md): self-training with
+# a pseudo-label table. The table needs every unlabeled image in memory
+# (an array, or a finite stream read once); for an endless stream, or one
+# over the memory budget, the default is `STREAM_DEFAULT`.
 DEFAULT = ("self_training", {})
 STREAM_DEFAULT = ("fixmatch", {"threshold": 0.8})
 
@@ -101,10 +101,10 @@ STREAM_DEFAULT = ("fixmatch", {"threshold": 0.8})
 def default(steps=None, streamed=False, **kwargs):
     """The library's default algorithm (`SemiSupervisedModel(algorithm=None)`).
 
-    `SelfTraining()` (`DEFAULT`) when the unlabeled images are a numpy
-    array; with `streamed=True` (a `tf.data.Dataset`, `PyDataset` or
-    generator, whose images cannot be indexed by a pseudo-label table)
-    `FixMatch(threshold=0.8)` (`STREAM_DEFAULT`). `kwargs` override its
+    `SelfTraining()` (`DEFAULT`) when the unlabeled images fit in memory
+    (an array, or a finite stream `fit` reads once); with `streamed=True`
+    (an endless stream, or one over the memory budget, which a pseudo-label
+    table cannot hold) `FixMatch(threshold=0.8)` (`STREAM_DEFAULT`). `kwargs` override its
     settings (e.g. `flip=False`); `steps` as in `get`.
     """
     name, options = STREAM_DEFAULT if streamed else DEFAULT

@@ -37,7 +37,7 @@ class FixMatch(PseudoLabel):
 
     Args:
         threshold: confidence in (0, 1) a pseudo-label must reach. Default
-            0.95 (the paper's); BENCHMARKS.md compares others at a CPU budget.
+            0.95 (the paper's); docs/experiments.md compares others at a CPU budget.
         distribution_alignment: align the weak view's predictions to a
             uniform class distribution. Default False (the paper has none).
         unlabeled_weight, temperature, weak, strong, flip, hard_labels: as in

@@ -47,7 +47,7 @@ class SelfTraining(Algorithm):
     pseudo-label weighted by its stored confidence `c`: 1 at `threshold` or
     above, else SoftMatch's truncated Gaussian, 1 at or above the batch's
     mean confidence `mu` and `exp(-(c - mu)^2 / (2 var / n_sigma^2))` below
-    it (`var` the batch's variance of the confidence). BENCHMARKS.md
+    it (`var` the batch's variance of the confidence). docs/experiments.md
     compares the two on digits and on the CIFAR-10 protocol. Either way,
     with `balance_classes` (the default), each pseudo-label class is drawn
     about equally often, as Noisy Student balances its data: confident
@@ -58,8 +58,9 @@ class SelfTraining(Algorithm):
     `class_prior`): a teacher biased towards a few classes then does not
     flood training with them.
 
-    It is the library's default (`SemiSupervisedModel(model)`) when `fit`
-    gets the unlabeled images as a numpy array, which the table needs. It
+    It is the library's default (`SemiSupervisedModel(model)`) whenever the
+    unlabeled images are finite: an array, or a stream that `fit` reads
+    into memory once (the table needs them all). It
     works from scratch (the first tables are unconfident and train little)
     and better after supervised steps (`keras_ssl.fit_two_phase`, or a
     first `fit` without `unlabeled`).
@@ -95,7 +96,7 @@ class SelfTraining(Algorithm):
         use_ema: label with the EMA weights (when the model keeps them)
             instead of the current ones. Default False: the EMA (decay
             0.999) averages over about the last 1,000 steps, so in short runs
-            it labels with an older model (BENCHMARKS.md measures both).
+            it labels with an older model (docs/experiments.md measures both).
         batchnorm_steps: BatchNorm statistics of the teacher. 0 labels with
             the moving statistics that training left; N > 0 recomputes them
             on N batches of 128 clean unlabeled images at every refresh (with
@@ -105,7 +106,7 @@ class SelfTraining(Algorithm):
             initial values: `momentum ** step > 0.01`, the first 459 steps of
             a model with Keras's momentum 0.99), then 0. Young moving
             statistics still hold much of their initial values and label
-            badly (digits from scratch, BENCHMARKS.md); later, statistics
+            badly (digits from scratch, docs/experiments.md); later, statistics
             recomputed on clean images do not match training batches that
             are mostly strong views and cost the labels (CIFAR-10: 2.75
             points, 3 seeds).
@@ -138,7 +139,7 @@ class SelfTraining(Algorithm):
             class's). Default True: on the CIFAR-10 protocol the confident
             rows per class differed up to fourfold once the first tables were
             past, and the balanced draw scored 0.41 points more on average
-            (3 seeds; per seed -0.96 to +1.18, BENCHMARKS.md).
+            (3 seeds; per seed -0.96 to +1.18, docs/experiments.md).
         n_sigma: width of the soft weights' Gaussian in standard deviations
             (larger: doubtful pseudo-labels weigh less). Default 2.
     """
