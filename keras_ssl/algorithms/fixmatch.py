@@ -2,8 +2,6 @@
 
 import numbers
 
-from keras import ops
-
 from keras_ssl import losses
 from keras_ssl.algorithms.base import register
 from keras_ssl.algorithms.pseudo_label import PseudoLabel
@@ -65,20 +63,12 @@ class FixMatch(PseudoLabel):
     def build_state(self, num_classes):
         if not self.distribution_alignment:
             return super().build_state(num_classes)
-        classes = self.known_classes(num_classes)
-        self.marginal = self.state_variable("marginal", ops.ones((classes,)) / classes)
-        self.marginal_started = self.state_variable("marginal_started", 0.0)
-        return [self.marginal, self.marginal_started]
+        return self.alignment_state(self.known_classes(num_classes))
 
     def adjust(self, probs):
         if not self.distribution_alignment:
             return probs
-        marginal = losses.update_marginal(self.marginal.value, probs,
-                                          self.ALIGNMENT_MOMENTUM,
-                                          self.marginal_started.value)
-        self.marginal.assign(marginal)
-        self.marginal_started.assign(ops.ones_like(self.marginal_started.value))
-        return losses.align_distribution(probs, marginal)
+        return self.align(probs, self.ALIGNMENT_MOMENTUM)
 
     def mask(self, probs, confidence, labels):
         del probs, labels

@@ -104,6 +104,24 @@ class PseudoLabel(Algorithm):
         return keras.Variable(value, dtype=dtype, trainable=False,
                               name=f"{self.name}_{name}", aggregation="mean")
 
+    def alignment_state(self, num_classes):
+        """The variables of distribution alignment (for `build_state`): the
+        running class distribution and whether it has seen a batch."""
+        self.marginal = self.state_variable(
+            "marginal", keras.ops.ones((num_classes,)) / num_classes)
+        self.marginal_started = self.state_variable("marginal_started", 0.0)
+        return [self.marginal, self.marginal_started]
+
+    def align(self, probs, momentum):
+        """`probs` aligned to a uniform class distribution (ReMixMatch, as USB
+        runs it): the running distribution starts at the first batch's mean
+        and then moves with `momentum`. Needs `alignment_state`."""
+        marginal = losses.update_marginal(self.marginal.value, probs, momentum,
+                                          self.marginal_started.value)
+        self.marginal.assign(marginal)
+        self.marginal_started.assign(ops.ones_like(self.marginal_started.value))
+        return losses.align_distribution(probs, marginal)
+
     def adjust(self, probs):
         """The weak view's class probabilities as masks and targets use them.
 

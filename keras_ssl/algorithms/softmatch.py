@@ -69,19 +69,13 @@ class SoftMatch(PseudoLabel):
         self.confidence_variance = self.state_variable("confidence_variance", 1.0)
         state = [self.confidence_mean, self.confidence_variance]
         if self.distribution_alignment:
-            self.marginal = self.state_variable("marginal", ops.ones((classes,)) / classes)
-            self.marginal_started = self.state_variable("marginal_started", 0.0)
-            state += [self.marginal, self.marginal_started]
+            state += self.alignment_state(classes)
         return state
 
     def adjust(self, probs):
         if not self.distribution_alignment:
             return probs
-        marginal = losses.update_marginal(self.marginal.value, probs, self.momentum,
-                                          self.marginal_started.value)
-        self.marginal.assign(marginal)
-        self.marginal_started.assign(ops.ones_like(self.marginal_started.value))
-        return losses.align_distribution(probs, marginal)
+        return self.align(probs, self.momentum)
 
     def mask(self, probs, confidence, labels):
         del probs, labels
