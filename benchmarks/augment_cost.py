@@ -10,6 +10,7 @@ batch. Run it on an otherwise idle machine.
 """
 
 import argparse
+import json
 import os
 import time
 
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import provenance
 from keras_ssl.augment import PerImageRandAugment, strong_augmentation, weak_augmentation
 
 
@@ -26,6 +28,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=96)
     p.add_argument("--batches", type=int, default=30)
+    p.add_argument("--out", default=None, help="also write the numbers to this JSON file")
     args = p.parse_args(argv)
     x = np.random.default_rng(0).integers(0, 256, (args.batch, 32, 32, 3)).astype("float32")
     source = tf.data.Dataset.from_tensors(x).repeat(args.batches)
@@ -58,8 +61,15 @@ def main(argv=None):
         rows.append((f"  {name} (whole batch)", one_op))
     print(f"ms per batch of {args.batch} 32x32x3 images in a tf.data map, "
           f"mean of {args.batches} batches")
+    measured = []
     for name, fn in rows:
-        print(f"{name:<40} {ms_per_batch(fn):7.1f}", flush=True)
+        measured.append({"view": name.strip(), "ms_per_batch": ms_per_batch(fn)})
+        print(f"{name:<40} {measured[-1]['ms_per_batch']:7.1f}", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"args": vars(args), **provenance.describe(), "rows": measured}, f,
+                      indent=2)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
