@@ -40,8 +40,9 @@ def _pct(values):
     return f"{values.mean():.2f} ± {values.std():.2f} %"
 
 
-def _per_seed(values):
-    return " / ".join(f"{100.0 * v:.2f}" for v in values)
+def _per_seed(values, percent=True):
+    """Per-seed accuracies: percent with 2 decimals, or fractions with 3."""
+    return " / ".join(f"{100.0 * v:.2f}" if percent else f"{v:.3f}" for v in values)
 
 
 def _table(header, rows):
@@ -132,7 +133,7 @@ def digits_sources():
         runs = sorted((r for r in _load(name)["runs"] if r["method"] == method),
                       key=lambda r: r["seed"])
         acc = [r["accuracy"] for r in runs]
-        rows.append([label, _per_seed3(acc), f"{np.mean(acc):.3f} ± {np.std(acc):.3f}",
+        rows.append([label, _per_seed(acc, percent=False), f"{np.mean(acc):.3f} ± {np.std(acc):.3f}",
                      f"{np.mean([r['seconds'] for r in runs]):.1f}"])
     return _table(["how `fit` gets the images", "per seed (0 / 1 / 2)", "mean ± std",
                    "seconds per run"], rows)
@@ -288,15 +289,11 @@ def algorithms_digits():
         after = _load(f"algorithms_digits_after_{key}.json")["runs"]
         b = [r["accuracy"] for r in sorted(before, key=lambda r: r["seed"])]
         a = [r["accuracy"] for r in sorted(after, key=lambda r: r["seed"])]
-        rows.append([label, f"{np.mean(b):.3f} ± {np.std(b):.3f}", _per_seed3(b),
-                     f"{np.mean(a):.3f} ± {np.std(a):.3f}", _per_seed3(a),
+        rows.append([label, f"{np.mean(b):.3f} ± {np.std(b):.3f}", _per_seed(b, percent=False),
+                     f"{np.mean(a):.3f} ± {np.std(a):.3f}", _per_seed(a, percent=False),
                      f"{np.mean(a) - np.mean(b):+.3f}"])
     return _table(["algorithm", "previous (3 seeds)", "per seed", "published form",
                    "per seed", "change"], rows)
-
-
-def _per_seed3(values):
-    return " / ".join(f"{v:.3f}" for v in values)
 
 
 def algorithms_transfer():

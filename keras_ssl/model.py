@@ -642,7 +642,8 @@ class SemiSupervisedModel(keras.Model):
         self.train_function = None  # the step was traced for the other algorithm
 
     def _table_inputs(self, x, unlabeled, verbose):
-        """For a table algorithm: `(x, unlabeled)` with the unlabeled images in memory.
+        """For a table or per-image-state algorithm (`uses_table`, `uses_index`):
+        `(x, unlabeled)` with the unlabeled images in memory.
 
         A stream is read once into an `ImageStore` (kept for the next `fit`
         with the same source); a zipped dataset is split into its labeled

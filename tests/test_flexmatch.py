@@ -25,7 +25,7 @@ def test_unlearned_classes_get_lower_thresholds():
     np.testing.assert_array_equal(_numpy(algorithm.mask(probs, confidence, labels)), 1)
     shares = _numpy(algorithm.class_shares)
     np.testing.assert_allclose(shares, [0.5, 0.25, 0.0, 0.25])
-    beta = _numpy(algorithm.normalised_effect(shares[:-1], shares[-1], 1.0))
+    beta = _numpy(algorithm.normalised_effect(shares[:-1], shares[-1]))
     np.testing.assert_allclose(beta, [1.0, 0.5, 0.0], rtol=1e-6)
     np.testing.assert_allclose(_numpy(algorithm.class_thresholds(beta)),
                                0.9 * beta / (2 - beta), rtol=1e-6)

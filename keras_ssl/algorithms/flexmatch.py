@@ -114,7 +114,7 @@ class FlexMatch(PseudoLabel):
             "remembered", -ops.ones((self.num_unlabeled,), "int32"), dtype="int32")
         return [self.remembered]
 
-    def normalised_effect(self, counts, unused, total):
+    def normalised_effect(self, counts, unused):
         """`beta_c` from the per-class counts and the unused count (the paper's eq. 6-7)."""
         if self.threshold_warmup:
             denominator = ops.maximum(ops.max(counts), unused)
@@ -134,7 +134,7 @@ class FlexMatch(PseudoLabel):
         if self._with_memory:
             return self.learning_effect.value
         shares = self.class_shares.value
-        return self.normalised_effect(shares[:-1], shares[-1], 1.0)
+        return self.normalised_effect(shares[:-1], shares[-1])
 
     def mask(self, probs, confidence, labels, index=None):
         # The memory needs each image's index; without it (an endless
@@ -166,11 +166,10 @@ class FlexMatch(PseudoLabel):
         # bincount needs a static length on JAX).
         counts = ops.sum(ops.one_hot(memory + 1, classes + 1), axis=0)
         unused, per_class = counts[0], counts[1:]
-        total = float(self.num_unlabeled)
         # As in the paper's code: no update while one class (or "unused")
         # holds every image.
-        settled = ops.less(ops.maximum(ops.max(per_class), unused), total)
-        beta = self.normalised_effect(per_class, unused, total)
+        settled = ops.less(ops.maximum(ops.max(per_class), unused), float(self.num_unlabeled))
+        beta = self.normalised_effect(per_class, unused)
         self.learning_effect.assign(ops.where(settled, beta, self.learning_effect.value))
 
     def extra_metrics(self):

@@ -156,14 +156,12 @@ class PseudoLabel(Algorithm):
         del teacher_logits, step
         probs = ops.stop_gradient(losses.probabilities(logits["weak"]))
         adjusted = ops.stop_gradient(self.adjust(probs))
-        confidence = ops.max(adjusted, axis=-1)
-        labels = ops.argmax(adjusted, axis=-1)
-        extra = {"index": index} if getattr(self, "uses_index", False) else {}
-        mask = self.mask(adjusted, confidence, labels, **extra)
-        if not self.targets_from_adjusted:
-            confidence, labels = ops.max(probs, axis=-1), ops.argmax(probs, axis=-1)
+        extra = {"index": index} if self.uses_index else {}
+        mask = self.mask(adjusted, ops.max(adjusted, axis=-1), ops.argmax(adjusted, axis=-1),
+                         **extra)
         source = adjusted if self.targets_from_adjusted else probs
-        target = self.targets(source, confidence, labels)
+        labels = ops.argmax(source, axis=-1)
+        target = self.targets(source, ops.max(source, axis=-1), labels)
         loss = self.unlabeled_weight * losses.masked_cross_entropy(
             logits["strong"], target, mask)
         loss = loss + self.extra_loss(logits, mask)
