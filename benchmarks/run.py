@@ -181,6 +181,9 @@ def run_one(args, split, method_spec, seed, steps, make_net=None, label=None):
               "steps_per_second": done / timer.seconds,
               "steady_steps_per_second": _steady_rate(timer, per_epoch),
               "table_seconds": None if table is None else table.seconds,
+              "table_events": None if table is None else [
+                  [int(step), what, None if acc is None else float(acc)]
+                  for step, what, acc in table.events],
               "mask_rate": logs.get("mask_rate"),
               "pseudo_label_accuracy": logs.get("pseudo_label_accuracy"),
               "final_logs": logs}

@@ -1,12 +1,14 @@
-"""Offline transfer benchmark: a backbone pretrained on CIFAR-10 classes 0-4, SSL on 5-9.
+"""Offline transfer benchmark: a backbone pretrained on five CIFAR-10 classes, SSL on the others.
 
     python3 ../shared/data/cifar10_to_npz.py /tmp/cifar10.npz   # or omit --data: keras.datasets
     python -m benchmarks.transfer --data /tmp/cifar10.npz --labels-per-class 4 --seeds 0,1,2
+    python -m benchmarks.transfer --data /tmp/cifar10.npz --source-classes 5,6,7,8,9
 
 1. Pretraining (cached): the protocol's CNN (`cnn6`) trained supervised on the
-   25,000 training images of classes 0-4 (`--pretrain-steps` steps, batch 64, SGD
-   cosine, the weak view), saved to `--cache`; later runs reuse it.
-2. Transfer: classes 5-9 (relabelled 0-4). Labeled: the first
+   25,000 training images of the source classes (`--source-classes`, default
+   0-4; `--pretrain-steps` steps, batch 64, SGD cosine, the weak view), saved to
+   `--cache`; later runs reuse it.
+2. Transfer: the other five classes (relabelled 0-4 in order). Labeled: the first
    `--labels-per-class` images of each class in a seeded shuffle (the seed also
    sets the initialisation); unlabeled: every other training image of those
    classes; test: their 5,000 test images, read after training only.
@@ -35,7 +37,7 @@ import numpy as np
 import keras_ssl
 from benchmarks import datasets, provenance, run
 
-SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)  # set from --source-classes
 
 
 def pretrain(x, y, args):
@@ -44,6 +46,7 @@ def pretrain(x, y, args):
         print(f"pretrained weights: {args.cache} (cached)", flush=True)
         return args.cache
     keras.utils.set_random_seed(1234)
+    y = np.vectorize({c: i for i, c in enumerate(SOURCE)}.get)(y)  # source classes 0-4
     net = datasets.cnn6(num_classes=len(SOURCE))
     model = keras_ssl.SemiSupervisedModel(net)
     schedule = keras.optimizers.schedules.CosineDecay(0.05, args.pretrain_steps)
@@ -94,7 +97,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--other", default="flexmatch",
                    help="the other algorithm compared (a name with options, as in "
-                        "benchmarks.run)")
+                        "benchmarks.run; 'none': no other)")
     p.add_argument("--methods", default=None,
                    help="comma-separated algorithm specs to compare with pretrained "
                         "supervised fine-tuning alone (no from-scratch, default or "
@@ -102,11 +105,26 @@ def main(argv=None):
                         "distribution_alignment=True'")
     p.add_argument("--name", default=None,
                    help="stem of the result files (default transfer_<N>per_class)")
+    p.add_argument("--no-scratch", action="store_true",
+                   help="skip the from-scratch supervised row")
+    p.add_argument("--source-classes", default="0,1,2,3,4",
+                   help="the five CIFAR-10 classes the backbone is pretrained on; SSL "
+                        "runs on the other five")
     p.add_argument("--pretrain-steps", type=int, default=3000)
-    p.add_argument("--cache", default="results/transfer/cnn6_classes0-4.weights.h5")
+    p.add_argument("--cache", default=None,
+                   help="pretrained weights (default results/transfer/"
+                        "cnn6_classes<source>.weights.h5)")
     p.add_argument("--out", default="results/transfer")
     p.add_argument("--verbose", type=int, default=0)
     args = p.parse_args(argv)
+    global SOURCE, TARGET
+    SOURCE = tuple(int(c) for c in args.source_classes.split(","))
+    TARGET = tuple(c for c in range(10) if c not in SOURCE)
+    if len(SOURCE) != 5 or len(TARGET) != 5:
+        p.error("--source-classes takes five distinct CIFAR-10 classes (0-9)")
+    split_name = "".join(map(str, SOURCE)) + "-" + "".join(map(str, TARGET))
+    if args.cache is None:
+        args.cache = f"results/transfer/cnn6_classes{''.join(map(str, SOURCE))}.weights.h5"
     # What benchmarks.run.run_one reads from its arguments.
     args.dataset, args.epochs, args.optimizer, args.weight_decay = "cifar10", 10, "sgd", 5e-3
 
@@ -124,7 +142,7 @@ def main(argv=None):
 
     results = []
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"transfer: classes {TARGET}, {args.labels_per_class} labels per class, "
+    print(f"transfer: pretrained on {SOURCE}, classes {TARGET}, {args.labels_per_class} labels per class, "
           f"{args.steps} steps, batch {args.batch_size}, ratio {args.ratio}, seeds {seeds}",
           flush=True)
     for seed in seeds:
@@ -140,18 +158,18 @@ def main(argv=None):
             args.batch_size = batch
             results += rows
             continue
-        rows = [
+        rows = [] if args.no_scratch else [
             run.run_one(args, split, "supervised", seed, args.steps,
                         make_net=lambda _: make_net("scratch"),
-                        label="from scratch, supervised"),
-            run.run_one(args, split, "supervised", seed, args.steps, make_net=make_net,
-                        label="pretrained, supervised fine-tuning"),
-            run.run_one(args, split, default_spec, seed, args.steps, make_net=make_net,
-                        label=f"pretrained + {default_spec} (default)"),
-            run.run_one(args, split, args.other, seed, args.steps, make_net=make_net,
-                        label=f"pretrained + {args.other}"),
-        ]
-        sup, ssl = rows[1], rows[2]
+                        label="from scratch, supervised")]
+        sup = run.run_one(args, split, "supervised", seed, args.steps, make_net=make_net,
+                          label="pretrained, supervised fine-tuning")
+        ssl = run.run_one(args, split, default_spec, seed, args.steps, make_net=make_net,
+                          label=f"pretrained + {default_spec} (default)")
+        rows += [sup, ssl]
+        if args.other != "none":
+            rows.append(run.run_one(args, split, args.other, seed, args.steps,
+                                    make_net=make_net, label=f"pretrained + {args.other}"))
         equal = int(ssl["seconds"] * (sup["steady_steps_per_second"]
                                       or sup["steps_per_second"]))
         rows.append(run.run_one(args, split, "supervised", seed, equal, make_net=make_net,
@@ -160,12 +178,14 @@ def main(argv=None):
         results += rows
     table = run.summarize(results)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, args.name or f"transfer_{args.labels_per_class}per_class")
+    default_name = f"transfer_{args.labels_per_class}per_class" + (
+        "" if SOURCE == (0, 1, 2, 3, 4) else f"_{split_name}")
+    stem = os.path.join(args.out, args.name or default_name)
     with open(stem + ".json", "w") as f:
         json.dump({"args": vars(args), **provenance.describe(), "table": table,
                    "runs": results}, f, indent=2)
     run.plot(table, stem + ".png",
-             f"transfer 0-4 -> 5-9, {args.labels_per_class} labels per class")
+             f"transfer {SOURCE} -> {TARGET}, {args.labels_per_class} labels per class")
     print()
     print(run.markdown(table))
     print(f"\nwrote {stem}.json and {stem}.png")

@@ -93,9 +93,9 @@ class SemiSupervisedModel(keras.Model):
             one over `unlabeled_memory_gb`, chosen at each `fit`;
             `ssl.algorithm` is the one in use and `ssl.algorithm_reason`
             says why (docs/experiments.md has the measurements behind the choice).
-            Self-training labels with the model itself: train it supervised
-            first (`keras_ssl.fit_two_phase`, or a `fit` without
-            `unlabeled`). Any name of
+            Self-training labels with the model itself, so its first table
+            waits until the model gets most of its labeled batches right
+            (`SelfTraining(min_labeled_accuracy=0.6)`). Any name of
             `keras_ssl.algorithms.names()` works through
             `keras_ssl.algorithms.get(name)`.
         unlabeled_ratio: integer >= 1; unlabeled images per labeled image in
@@ -197,7 +197,8 @@ class SemiSupervisedModel(keras.Model):
             1.0, dtype="float32", trainable=False, name="unlabeled_loss_scale",
             aggregation="only_first_replica",
         )
-        names = SSL_METRICS + tuple(algorithm.metric_names) + ("pseudo_label_accuracy",)
+        names = SSL_METRICS + tuple(algorithm.metric_names) + (
+            "pseudo_label_accuracy", "labeled_accuracy")
         # Tracked one by one as attributes; the lookup table stays untracked.
         self._ssl_trackers = _Untracked(table={})
         for name in names:
@@ -430,6 +431,8 @@ class SemiSupervisedModel(keras.Model):
                         ops.cast(pseudo, "int32"), ops.cast(truth, "int32")
                     )
                     self._track("pseudo_label_accuracy", ops.cast(correct, "float32"))
+        if training and "labeled_accuracy" in self._reported and isinstance(y_pred, dict):
+            self._track("labeled_accuracy", _correct(y, self._as_logits(y_pred[LABELED])))
         if training:
             # Keras scales the compiled loss by 1 / replicas under
             # tf.distribute; report the per-replica mean, as its "loss" does.
@@ -571,7 +574,10 @@ class SemiSupervisedModel(keras.Model):
             table = self.pseudo_label_table
             every = functools.partial(self.algorithm.refresh_interval, len(table),
                                       len(inputs.x_sample) + inputs.unlabeled_batch)
-            callbacks.insert(0, TableRefresh(table, every))
+            callbacks.insert(0, TableRefresh(
+                table, every, ready=getattr(self.algorithm, "table_ready", None),
+                check_every=getattr(self.algorithm, "CHECK_EVERY", 20),
+                report=bool(verbose)))
         if inputs.guard is not None:
             callbacks.append(data.SkipReport(inputs.guard))
         return super().fit(
@@ -784,6 +790,8 @@ class SemiSupervisedModel(keras.Model):
         self._reported = set(SSL_METRICS)
         if inputs.has_unlabeled:
             self._reported |= set(self.algorithm.metric_names)
+            if getattr(self.algorithm, "table_ready", None) is not None:
+                self._reported.add("labeled_accuracy")  # what the table's warm-up reads
             if inputs.has_unlabeled_labels:
                 self._reported.add("pseudo_label_accuracy")
         table = None
@@ -1045,6 +1053,19 @@ class SemiSupervisedModel(keras.Model):
         self.build(shape)
         if self.augment_on_device and self.value_range is not None:
             self._build_device_views()  # their seed state is saved with the model
+
+
+def _correct(y, logits):
+    """1.0 where the logits' class is the label's (class indices or one-hot/soft rows)."""
+    predicted = ops.argmax(logits, axis=-1)
+    y = ops.convert_to_tensor(y)
+    if len(y.shape) == len(logits.shape) and y.shape[-1] == logits.shape[-1] and (
+            logits.shape[-1] != 1):
+        truth = ops.argmax(y, axis=-1)
+    else:
+        truth = ops.reshape(y, ops.shape(predicted))
+    return ops.cast(ops.equal(ops.cast(predicted, "int32"), ops.cast(truth, "int32")),
+                    "float32")
 
 
 def _resolve_ema(ema_decay, ema_warmup, ema_teacher, algorithm):

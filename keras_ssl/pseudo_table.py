@@ -57,6 +57,9 @@ class PseudoLabelTable:
         self.batchnorm_steps = None  # of the last refresh
         self.refreshes = 0
         self.seconds = 0.0
+        # (step, "made" | "set aside", labeled accuracy) when a warm-up or
+        # guard (`TableRefresh(ready=...)`) puts the table in or out of use.
+        self.events = []
 
     def __len__(self):
         return len(self.probs)
@@ -135,6 +138,12 @@ class PseudoLabelTable:
         self.seconds += time.perf_counter() - start
         return self.probs
 
+    def set_aside(self):
+        """Uniform rows, as before the first refresh: no image is confident,
+        so the drawn batches train nothing until the next refresh."""
+        self.probs[...] = 1.0 / self.num_classes
+        self.update_selection()
+
     def update_selection(self):
         """Apply `select` to the current rows: the images (and their draw
         weights) the next batches are drawn from. `refresh` calls it."""
@@ -183,9 +192,16 @@ class TableRefresh(keras.callbacks.Callback):
     step), so the teacher is the current model on every backend. Batches
     the input pipeline already drew (prefetched) carry the older rows.
     `fit` adds it for algorithms with a table.
+
+    With `ready` (the algorithm's `table_ready(labeled_accuracy, in_use)`),
+    every `check_every` steps it reads the mean `labeled_accuracy` (from the
+    logs) of the steps since the last look: the table is made (and refreshed) only while
+    `ready` says so, and set aside (uniform rows: nothing is trained on)
+    when it stops saying so. `table.events` records each change (printed
+    with `report=True`).
     """
 
-    def __init__(self, table, every, verbose=0):
+    def __init__(self, table, every, verbose=0, ready=None, check_every=20, report=False):
         super().__init__()
         self.table = table
         # An int, or a function of the table giving the steps to the next
@@ -193,25 +209,104 @@ class TableRefresh(keras.callbacks.Callback):
         self._interval = every if callable(every) else None
         self.every = int(every) if self._interval is None else int(every(None))
         self.verbose = verbose
+        self.ready = ready
+        self.report = report  # print when the table is made or set aside
+        self.check_every = max(1, int(check_every))
+        self.in_use = ready is None
         self._last = None
         self._epoch_start = 0
+        self._checked = None
+        self._seen = None
+        self._accuracy = None
+        self._done = (0.0, 0)  # labeled accuracy summed over the steps of past epochs
+        self._epoch = (0, None)  # the current epoch's steps and last batch logs
 
     def on_train_begin(self, logs=None):
         self._last = None
+        self._checked = None
+        self._seen = None
+        self._done, self._epoch = (0.0, 0), (0, None)
+        self.in_use = self.ready is None or bool(self.ready(None, False))
 
     def on_epoch_begin(self, epoch, logs=None):
         # First, so that the other callbacks' epoch begins see the fresh table.
         self._epoch_start = int(keras.ops.convert_to_numpy(self.model.ssl_step))
-        if self._last is None or self._epoch_start - self._last >= self.every:
-            self._refresh(self._epoch_start)
+        self._at(self._epoch_start)
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self._epoch_start + int(batch)  # the step about to run
-        if step - self._last >= self.every:
-            sync = getattr(self.model, "jax_state_sync", None)
-            if sync is not None:
-                sync()
+        self._at(self._epoch_start + int(batch))  # the step about to run
+
+    def on_train_end(self, logs=None):
+        if self.ready is not None and not self.table.refreshes:
+            import warnings
+
+            seen = ("not measured" if self._accuracy is None
+                    else f"{100 * self._accuracy:.0f} % at the last look")
+            warnings.warn(
+                "The pseudo-label table was never made, so the unlabeled images were not "
+                "trained on: the model never got enough of its labeled training batches "
+                f"right (labeled_accuracy {seen}; the algorithm's min_labeled_accuracy "
+                "sets the level). Train longer, or pass min_labeled_accuracy=0 to label "
+                "with the model as it is.",
+                stacklevel=2,
+            )
+
+    def _at(self, step):
+        if self.ready is not None and (self._checked is None
+                                       or step - self._checked >= self.check_every):
+            accuracy = self._labeled_accuracy()
+            self._checked = step
+            if accuracy is not None:
+                self._accuracy = accuracy
+            wanted = bool(self.ready(accuracy, self.in_use))
+            if wanted != self.in_use:
+                self.in_use = wanted
+                self.table.events.append(
+                    (step, "made" if wanted else "set aside", accuracy))
+                if self.verbose or self.report:
+                    what = "made" if wanted else "set aside"
+                    print(f"\nkeras-ssl: pseudo-label table {what} at step {step} "
+                          f"(labeled accuracy {100 * accuracy:.1f} % over the last "
+                          f"{self.check_every} steps).", flush=True)
+                if wanted:
+                    self._refresh(step)
+                else:
+                    self.table.set_aside()
+                    self._last = None
+                return
+        if self.in_use and (self._last is None or step - self._last >= self.every):
+            self._sync()
             self._refresh(step)
+
+    def _sync(self):
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._epoch = (int(batch) + 1, logs)  # read at the next look only
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps, _ = self._epoch
+        mean = (logs or {}).get("labeled_accuracy")
+        if steps and mean is not None:
+            self._done = (self._done[0] + steps * float(mean), self._done[1] + steps)
+        self._epoch = (0, None)
+
+    def _labeled_accuracy(self):
+        """Mean `labeled_accuracy` of the steps since the last look (None: no step).
+
+        From the logs: a running mean over the epoch's steps at each batch
+        end, the epoch's mean at its end, summed over the epochs so far.
+        """
+        total, steps = self._done
+        done, logs = self._epoch
+        if done and logs and logs.get("labeled_accuracy") is not None:
+            total, steps = total + done * float(logs["labeled_accuracy"]), steps + done
+        seen, self._seen = self._seen, (total, steps)
+        if seen is None or steps <= seen[1]:
+            return None
+        return (total - seen[0]) / (steps - seen[1])
 
     def _refresh(self, step):
         self.table.refresh(self.model)

@@ -85,7 +85,7 @@ def test_auto_refresh_interval_keeps_labelling_at_a_tenth_of_the_compute():
     # In fit: 64 images, batches of 8 + 16: every ceil(64 / 7.2) = 9 steps
     # (min_selected=0: no table counts as unconfident).
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(min_selected=0.0))
+    ssl = _model(keras_ssl.SelfTraining(min_selected=0.0, min_labeled_accuracy=0))
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=2, steps_per_epoch=10, verbose=0)
     table = ssl.pseudo_label_table
     assert (table.refreshes, table.refreshed_at_step) == (3, 18)  # before steps 0, 9, 18
@@ -104,7 +104,7 @@ def test_auto_refresh_comes_four_times_sooner_while_the_table_is_unconfident():
     # In fit: an untrained model's table is unconfident, so it is labelled
     # again every ceil(9 / 4) = 3 steps instead of 9.
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(threshold=0.99))
+    ssl = _model(keras_ssl.SelfTraining(threshold=0.99, min_labeled_accuracy=0))
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=10, verbose=0)
     table = ssl.pseudo_label_table
     assert (table.refreshes, table.refreshed_at_step) == (4, 9)  # before steps 0, 3, 6, 9
@@ -126,7 +126,7 @@ def test_batchnorm_statistics_are_recomputed_while_the_moving_ones_are_young():
     assert keras_ssl.SelfTraining(batchnorm_steps=5).refresh_batchnorm_steps(net, 10 ** 6) == 5
     # A refresh records what it did.
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining())
+    ssl = _model(keras_ssl.SelfTraining(min_labeled_accuracy=0))
     ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=2, verbose=0)
     assert ssl.pseudo_label_table.batchnorm_steps == 20
 
@@ -139,7 +139,8 @@ def mid_epoch_refresh_scenario():
     refresh must have labelled with).
     """
     x, y, u = _data()
-    ssl = _model(keras_ssl.SelfTraining(refresh_every=3, batchnorm_steps=0))
+    ssl = _model(keras_ssl.SelfTraining(refresh_every=3, batchnorm_steps=0,
+                                        min_labeled_accuracy=0))
     seen = {}
 
     class Before9(keras.callbacks.Callback):  # runs after the table's refresh
@@ -204,7 +205,8 @@ def _fit_with_table(algorithm, epochs):
 
 def test_the_table_is_refreshed_when_due_and_reaches_the_step():
     history, table = _fit_with_table(
-        keras_ssl.SelfTraining(threshold=0.0, refresh_every=8), epochs=4)
+        keras_ssl.SelfTraining(threshold=0.0, refresh_every=8, min_labeled_accuracy=0),
+        epochs=4)
     # At the start of the fit (step 0) and at the start of epoch 3 (step 8):
     # every 8 steps (not after the last step: a refresh is made before a step).
     assert table.refreshes == 2
@@ -328,6 +330,7 @@ def test_balanced_draw_gives_each_pseudo_label_class_an_equal_share():
 def test_in_training_every_drawn_image_is_confident():
     history, table = _fit_with_table(
         keras_ssl.SelfTraining(threshold=0.3, refresh_every=4, min_selected=0.0,
+                               min_labeled_accuracy=0,
                                batchnorm_steps=20, weighting="threshold"), epochs=3)
     assert 0 < len(table.selected) < 64
     # Batches come from the selected images only, so none is masked out.
@@ -594,3 +597,76 @@ if __name__ == "__main__":
     import json
 
     print("RESULT " + json.dumps(mid_epoch_refresh_scenario()), flush=True)
+
+
+def test_table_ready_is_the_labeled_accuracy_level_with_a_margin_once_in_use():
+    algorithm = keras_ssl.SelfTraining(min_labeled_accuracy=0.8)
+    assert not algorithm.table_ready(None, False)  # nothing measured: stays out
+    assert algorithm.table_ready(None, True)  # ... or in
+    assert not algorithm.table_ready(0.79, False)
+    assert algorithm.table_ready(0.8, False)
+    assert algorithm.table_ready(0.71, True)  # in use: set aside under 0.8 - 0.1 only
+    assert not algorithm.table_ready(0.69, True)
+    assert keras_ssl.SelfTraining(min_labeled_accuracy=0).table_ready(None, False)
+    with pytest.raises(ValueError, match="min_labeled_accuracy"):
+        keras_ssl.SelfTraining(min_labeled_accuracy=1.5)
+
+
+def test_the_first_table_waits_until_the_model_gets_its_labeled_batches_right():
+    x, y, u = _data()
+    y = np.arange(16) % 2  # two classes the tiny model learns in a few dozen steps:
+    x = 0.5 * x + 0.5 * y[:, None, None, None].astype("float32")  # class 1 is brighter
+    ssl = _model(keras_ssl.SelfTraining(min_labeled_accuracy=0.9, refresh_every=1000))
+    history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=6, steps_per_epoch=20,
+                      verbose=0)
+    table = ssl.pseudo_label_table
+    accuracy = history.history["labeled_accuracy"]
+    assert accuracy[0] < 0.9  # the first epoch's batches are not yet right ...
+    assert len(table.events) == 1 and table.events[0][1] == "made"
+    made_at, _, seen = table.events[0]
+    assert made_at > 0 and made_at % keras_ssl.SelfTraining.CHECK_EVERY == 0
+    assert seen >= 0.9  # ... the table is made once they are
+    assert table.refreshes == 1 and table.refreshed_at_step == made_at
+    # Before it, nothing was trained on: the steps' mask rate was 0.
+    first = made_at // 20
+    assert all(rate == 0.0 for rate in history.history["mask_rate"][:first])
+
+
+def test_a_model_that_never_fits_its_labeled_images_never_labels_and_says_so():
+    x, y, u = _data()  # random labels of random images: never 100 % right in 20 steps
+    ssl = _model(keras_ssl.SelfTraining(min_labeled_accuracy=1.0))
+    with pytest.warns(UserWarning, match="never made"):
+        history = ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=20,
+                          verbose=0)
+    assert ssl.pseudo_label_table.refreshes == 0
+    assert history.history["mask_rate"] == [0.0] and history.history["unsup_loss"] == [0.0]
+
+
+class _Toggled(keras_ssl.SelfTraining):
+    """Ready at the first look with an accuracy, not at the next, ready again after."""
+
+    def table_ready(self, labeled_accuracy, in_use):
+        if labeled_accuracy is None:
+            return in_use
+        self.looks = getattr(self, "looks", 0) + 1
+        return self.looks != 2
+
+
+def test_the_guard_sets_the_table_aside_and_makes_it_again():
+    x, y, u = _data()
+    ssl = _model(_Toggled(threshold=0.0, refresh_every=1000))
+    seen = {}
+
+    class Rows(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen[batch] = self.model.pseudo_label_table.probs.copy()
+
+    ssl.fit(x, y, unlabeled=u, batch_size=8, epochs=1, steps_per_epoch=61, verbose=0,
+            callbacks=[Rows()])
+    table = ssl.pseudo_label_table
+    every = keras_ssl.SelfTraining.CHECK_EVERY
+    assert [(step, what) for step, what, _ in table.events] == [
+        (every, "made"), (2 * every, "set aside"), (3 * every, "made")]
+    assert table.refreshes == 2
+    np.testing.assert_allclose(seen[2 * every], 0.25)  # set aside: uniform rows
+    assert not np.allclose(seen[3 * every], 0.25)

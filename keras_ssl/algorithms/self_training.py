@@ -60,10 +60,12 @@ class SelfTraining(Algorithm):
 
     It is the library's default (`SemiSupervisedModel(model)`) whenever the
     unlabeled images are finite: an array, or a stream that `fit` reads
-    into memory once (the table needs them all). It
-    works from scratch (the first tables are unconfident and train little)
-    and better after supervised steps (`keras_ssl.fit_two_phase`, or a
-    first `fit` without `unlabeled`).
+    into memory once (the table needs them all). Its first table waits
+    until the model gets `min_labeled_accuracy` of its labeled batches right
+    (a warm-up judged from the data: until then the steps train on the
+    labeled images only), so it works from scratch and on a new head; a
+    supervised `fit` first (`keras_ssl.fit_two_phase`, or a `fit` without
+    `unlabeled`) does the same warm-up at the cost of supervised steps.
 
     Example:
 
@@ -142,6 +144,16 @@ class SelfTraining(Algorithm):
             (3 seeds; per seed -0.96 to +1.18, docs/experiments.md).
         n_sigma: width of the soft weights' Gaussian in standard deviations
             (larger: doubtful pseudo-labels weigh less). Default 2.
+        min_labeled_accuracy: the warm-up and the guard, judged from the
+            labeled images. The first table is made once the model gets at
+            least this share of its labeled training batches right
+            (`labeled_accuracy` in the logs, over the last
+            `CHECK_EVERY` steps); until then the unlabeled images are not
+            trained on, so a model that has not yet learned the classes (a
+            new head on a pretrained backbone, a model from scratch) does not
+            label them. If the share later falls more than `GUARD_MARGIN`
+            under it, the table is set aside until it recovers. Default 0.6;
+            0 makes the first table at the first step, as before.
     """
 
     views = ("strong",)
@@ -153,7 +165,8 @@ class SelfTraining(Algorithm):
                  class_prior=None, unlabeled_weight=1.0, use_ema=False,
                  batchnorm_steps="auto", flip_average=False, weak=None, strong=None,
                  flip=True, unlabeled_view="strong", labeled_view="weak", min_selected=0.1,
-                 weighting="threshold", n_sigma=2.0, balance_classes=True):
+                 weighting="threshold", n_sigma=2.0, balance_classes=True,
+                 min_labeled_accuracy=0.6):
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (
             0.0 <= float(threshold) < 1.0
         ):
@@ -213,6 +226,14 @@ class SelfTraining(Algorithm):
         self.weighting = weighting
         self.n_sigma = float(n_sigma)
         self.balance_classes = bool(balance_classes)
+        if isinstance(min_labeled_accuracy, bool) or not isinstance(
+            min_labeled_accuracy, numbers.Real
+        ) or not (0.0 <= float(min_labeled_accuracy) <= 1.0):
+            raise ValueError(
+                "SelfTraining(min_labeled_accuracy=...) must be a share in [0, 1]; received "
+                f"{min_labeled_accuracy!r}."
+            )
+        self.min_labeled_accuracy = float(min_labeled_accuracy)
 
     # `refresh_every="auto"`: labelling the set may cost about this share of
     # the training compute (a forward pass costs about a third of a step's
@@ -227,6 +248,20 @@ class SelfTraining(Algorithm):
     # `balance_classes`: a class's pool counts as at least this share of its
     # fair share (selected rows / classes) in the draw weights.
     BALANCE_FLOOR = 0.25
+    # `min_labeled_accuracy`: steps between two looks at the labeled accuracy,
+    # and how far under the level it may fall before the table is set aside.
+    CHECK_EVERY = 20
+    GUARD_MARGIN = 0.1
+
+    def table_ready(self, labeled_accuracy, in_use):
+        """Whether the table should be in use, given the labeled accuracy of
+        the last steps (None: not measured yet) and whether it is in use now."""
+        if self.min_labeled_accuracy <= 0:
+            return True
+        if labeled_accuracy is None:
+            return in_use
+        level = self.min_labeled_accuracy - (self.GUARD_MARGIN if in_use else 0.0)
+        return labeled_accuracy >= level
 
     def refresh_interval(self, num_images, images_per_step, rows=None):
         """Steps between refreshes: `refresh_every`, or with "auto" the fewest
@@ -342,4 +377,5 @@ class SelfTraining(Algorithm):
             "weighting": self.weighting,
             "n_sigma": self.n_sigma,
             "balance_classes": self.balance_classes,
+            "min_labeled_accuracy": self.min_labeled_accuracy,
         }
