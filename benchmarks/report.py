@@ -80,12 +80,17 @@ def cli_folders_15min():
                    "wall time (s)", "budget (s)"], rows)
 
 
+NO_WARMUP = "the default without its warm-up (first table at step 0)"
+
+
 def digits_demo():
     """The digits demo over seeds 0-7: the default against supervised at equal steps and time."""
     main = _load("digits_demo_seeds0-7.json")
     longer = _load("digits_demo_supervised_6600_seeds0-7.json")
+    warm = _load("digits_demo_default_seeds0-7_2026-12-05.json")
     rows = []
-    for source, method, label in ((main, "default", "`keras-ssl demo`: the default"),
+    for source, method, label in ((warm, "default", "`keras-ssl demo`: the default"),
+                                  (main, "default", NO_WARMUP),
                                   (main, "supervised", "supervised, equal steps"),
                                   (longer, "supervised", "supervised, about equal wall time")):
         runs = [r for r in source["runs"] if r["method"] == method]
@@ -316,6 +321,40 @@ def algorithms_transfer():
                    "change (points)"], rows)
 
 
+TRANSFER_SPLITS = (("01234-56789", "0-4 → 5-9"), ("56789-01234", "5-9 → 0-4"))
+
+
+def transfer_default():
+    """The default on a pretrained backbone, two class splits, seeds 0-2, both baselines."""
+    rows, gains_steps, gains_time = [], [], []
+    for key, split in TRANSFER_SPLITS:
+        runs = _by(_load(f"transfer_default_{key}.json")["runs"], "method")
+        default = next(m for m in runs if m.endswith("(default)"))
+        order = (("pretrained, supervised fine-tuning", "supervised fine-tuning, equal steps"),
+                 ("pretrained, supervised fine-tuning, equal wall time",
+                  "supervised fine-tuning, equal wall time"),
+                 (default, "**the default** (`SelfTraining()`)"))
+        acc = {}
+        for method, label in order:
+            group = runs[method]
+            acc[method] = np.array([r["accuracy"] for r in group])
+            made = [r.get("table_events") or [] for r in group]
+            made = " / ".join(str(e[0][0]) if e else "-" for e in made) if method == default \
+                else ""
+            rows.append([split, label, _pct(acc[method]), _per_seed(acc[method]),
+                         " / ".join(f"{r['steps']:,}" for r in group),
+                         f"{np.mean([r['seconds'] for r in group]):,.0f}", made])
+        gains_steps.append(acc[default] - acc[order[0][0]])
+        gains_time.append(acc[default] - acc[order[1][0]])
+    steps, time = 100 * np.concatenate(gains_steps), 100 * np.concatenate(gains_time)
+    label = "the default minus fine-tuning (equal steps / equal wall time)"
+    rows.append(["both splits, 6 runs", label, f"{steps.mean():+.2f} / {time.mean():+.2f} points",
+                 f"lowest run {steps.min():+.2f} / {time.min():+.2f}", "", "", ""])
+    return _table(["split (pretrained → new)", "method", "EMA test accuracy (3 seeds)",
+                   "seed 0 / 1 / 2", "steps", "wall time per run (s)",
+                   "table made at step"], rows)
+
+
 TABLES = {
     "cli_folders_15min": cli_folders_15min,
     "digits_demo": digits_demo,
@@ -323,6 +362,7 @@ TABLES = {
     "cifar10_protocol": cifar10_protocol,
     "cifar10_tfdata": cifar10_tfdata,
     "transfer_4per_class": transfer_4per_class,
+    "transfer_default": transfer_default,
     "step_cost": step_cost,
     "throughput": throughput,
     "gpu_tutorial": gpu_tutorial,
