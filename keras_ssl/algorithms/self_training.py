@@ -147,13 +147,14 @@ class SelfTraining(Algorithm):
         min_labeled_accuracy: the warm-up and the guard, judged from the
             labeled images. The first table is made once the model gets at
             least this share of its labeled training batches right
-            (`labeled_accuracy` in the logs, over the last
-            `CHECK_EVERY` steps); until then the unlabeled images are not
-            trained on, so a model that has not yet learned the classes (a
-            new head on a pretrained backbone, a model from scratch) does not
-            label them. If the share later falls more than `GUARD_MARGIN`
-            under it, the table is set aside until it recovers. Default 0.6;
-            0 makes the first table at the first step, as before.
+            (`labeled_accuracy` in the logs, over the last 20 steps,
+            `CHECK_EVERY`); until then the unlabeled images are not trained
+            on, so a model that has not yet learned the classes (a new head
+            on a pretrained backbone, a model from scratch) does not label
+            them. If the share later falls more than 0.1 (`GUARD_MARGIN`)
+            under it, the table is set aside until it recovers. Default 0.6
+            (BENCHMARKS.md, "Transfer with the default"); 0 makes the first
+            table at the first step.
     """
 
     views = ("strong",)
