@@ -37,17 +37,17 @@ import numpy as np
 import keras_ssl
 from benchmarks import datasets, provenance, run
 
-SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)  # set from --source-classes
+SOURCE = (0, 1, 2, 3, 4)  # the default --source-classes; the target is the other five
 
 
-def pretrain(x, y, args):
+def pretrain(x, y, source, args):
     """cnn6 trained supervised on the source classes; weights cached at `args.cache`."""
     if os.path.exists(args.cache):
         print(f"pretrained weights: {args.cache} (cached)", flush=True)
         return args.cache
     keras.utils.set_random_seed(1234)
-    y = np.vectorize({c: i for i, c in enumerate(SOURCE)}.get)(y)  # source classes 0-4
-    net = datasets.cnn6(num_classes=len(SOURCE))
+    y = np.vectorize({c: i for i, c in enumerate(source)}.get)(y)  # source classes 0-4
+    net = datasets.cnn6(num_classes=len(source))
     model = keras_ssl.SemiSupervisedModel(net)
     schedule = keras.optimizers.schedules.CosineDecay(0.05, args.pretrain_steps)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
@@ -58,29 +58,29 @@ def pretrain(x, y, args):
     keras_ssl.callbacks.recompute_batchnorm_statistics(net, x, steps=50, batch_size=128)
     os.makedirs(os.path.dirname(args.cache) or ".", exist_ok=True)
     net.save_weights(args.cache)
-    print(f"pretrained on classes {SOURCE} ({len(x)} images, {args.pretrain_steps} steps) "
+    print(f"pretrained on classes {source} ({len(x)} images, {args.pretrain_steps} steps) "
           f"in {time.perf_counter() - start:.0f} s -> {args.cache}", flush=True)
     return args.cache
 
 
 def pretrained_net(path):
     """cnn6 with the pretrained body and a new, randomly initialised 5-class head."""
-    source = datasets.cnn6(num_classes=len(SOURCE))
-    source.load_weights(path)
-    net = datasets.cnn6(num_classes=len(TARGET))
-    for new, old in zip(net.layers[:-1], source.layers[:-1]):
+    pretrained = datasets.cnn6(num_classes=5)
+    pretrained.load_weights(path)
+    net = datasets.cnn6(num_classes=5)
+    for new, old in zip(net.layers[:-1], pretrained.layers[:-1]):
         new.set_weights(old.get_weights())
     return net
 
 
-def target_split(x, y, x_test, y_test, per_class, seed):
-    remap = {c: i for i, c in enumerate(TARGET)}
-    keep = np.isin(y, TARGET)
+def target_split(x, y, x_test, y_test, target, per_class, seed):
+    remap = {c: i for i, c in enumerate(target)}
+    keep = np.isin(y, target)
     x, y = x[keep], np.vectorize(remap.get)(y[keep])
     order = np.random.default_rng(seed).permutation(len(x))
-    labeled = np.concatenate([order[y[order] == c][:per_class] for c in range(len(TARGET))])
+    labeled = np.concatenate([order[y[order] == c][:per_class] for c in range(len(target))])
     unlabeled = np.setdiff1d(np.arange(len(x)), labeled)
-    keep_test = np.isin(y_test, TARGET)
+    keep_test = np.isin(y_test, target)
     return {"x_lab": x[labeled], "y_lab": y[labeled], "x_unl": x[unlabeled],
             "y_unl": y[unlabeled], "x_test": x_test[keep_test],
             "y_test": np.vectorize(remap.get)(y_test[keep_test])}
@@ -117,36 +117,34 @@ def main(argv=None):
     p.add_argument("--out", default="results/transfer")
     p.add_argument("--verbose", type=int, default=0)
     args = p.parse_args(argv)
-    global SOURCE, TARGET
-    SOURCE = tuple(int(c) for c in args.source_classes.split(","))
-    TARGET = tuple(c for c in range(10) if c not in SOURCE)
-    if len(SOURCE) != 5 or len(TARGET) != 5:
+    source = tuple(int(c) for c in args.source_classes.split(","))
+    target = tuple(c for c in range(10) if c not in source)
+    if len(source) != 5 or len(target) != 5:
         p.error("--source-classes takes five distinct CIFAR-10 classes (0-9)")
-    split_name = "".join(map(str, SOURCE)) + "-" + "".join(map(str, TARGET))
+    split_name = "".join(map(str, source)) + "-" + "".join(map(str, target))
     if args.cache is None:
-        args.cache = f"results/transfer/cnn6_classes{''.join(map(str, SOURCE))}.weights.h5"
+        args.cache = f"results/transfer/cnn6_classes{''.join(map(str, source))}.weights.h5"
     # What benchmarks.run.run_one reads from its arguments.
     args.dataset, args.epochs, args.optimizer, args.weight_decay = "cifar10", 10, "sgd", 5e-3
 
     x, y, x_test, y_test = datasets.load_cifar10(args.data)
-    source = np.isin(y, SOURCE)
-    path = pretrain(x[source], y[source], args)
+    path = pretrain(x[np.isin(y, source)], y[np.isin(y, source)], source, args)
     default = keras_ssl.algorithms.DEFAULT[0]
     default_spec = default + "".join(
         f"{';' if i else ':'}{k}={v}"
         for i, (k, v) in enumerate(keras_ssl.algorithms.DEFAULT[1].items()))
 
     def make_net(kind):
-        return datasets.cnn6(num_classes=len(TARGET)) if kind == "scratch" else (
+        return datasets.cnn6(num_classes=len(target)) if kind == "scratch" else (
             pretrained_net(path))
 
     results = []
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"transfer: pretrained on {SOURCE}, classes {TARGET}, {args.labels_per_class} labels per class, "
+    print(f"transfer: pretrained on {source}, classes {target}, {args.labels_per_class} labels per class, "
           f"{args.steps} steps, batch {args.batch_size}, ratio {args.ratio}, seeds {seeds}",
           flush=True)
     for seed in seeds:
-        split = target_split(x, y, x_test, y_test, args.labels_per_class, seed)
+        split = target_split(x, y, x_test, y_test, target, args.labels_per_class, seed)
         batch = args.batch_size
         args.batch_size = min(batch, len(split["x_lab"]))
         if args.methods:
@@ -179,13 +177,13 @@ def main(argv=None):
     table = run.summarize(results)
     os.makedirs(args.out, exist_ok=True)
     default_name = f"transfer_{args.labels_per_class}per_class" + (
-        "" if SOURCE == (0, 1, 2, 3, 4) else f"_{split_name}")
+        "" if source == SOURCE else f"_{split_name}")
     stem = os.path.join(args.out, args.name or default_name)
     with open(stem + ".json", "w") as f:
         json.dump({"args": vars(args), **provenance.describe(), "table": table,
                    "runs": results}, f, indent=2)
     run.plot(table, stem + ".png",
-             f"transfer {SOURCE} -> {TARGET}, {args.labels_per_class} labels per class")
+             f"transfer {source} -> {target}, {args.labels_per_class} labels per class")
     print()
     print(run.markdown(table))
     print(f"\nwrote {stem}.json and {stem}.png")

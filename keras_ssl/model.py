@@ -431,7 +431,7 @@ class SemiSupervisedModel(keras.Model):
                         ops.cast(pseudo, "int32"), ops.cast(truth, "int32")
                     )
                     self._track("pseudo_label_accuracy", ops.cast(correct, "float32"))
-        if training and "labeled_accuracy" in self._reported and isinstance(y_pred, dict):
+        if training and "labeled_accuracy" in self._reported:
             self._track("labeled_accuracy", _correct(y, self._as_logits(y_pred[LABELED])))
         if training:
             # Keras scales the compiled loss by 1 / replicas under
@@ -1056,16 +1056,11 @@ class SemiSupervisedModel(keras.Model):
 
 
 def _correct(y, logits):
-    """1.0 where the logits' class is the label's (class indices or one-hot/soft rows)."""
-    predicted = ops.argmax(logits, axis=-1)
-    y = ops.convert_to_tensor(y)
-    if len(y.shape) == len(logits.shape) and y.shape[-1] == logits.shape[-1] and (
-            logits.shape[-1] != 1):
-        truth = ops.argmax(y, axis=-1)
-    else:
-        truth = ops.reshape(y, ops.shape(predicted))
-    return ops.cast(ops.equal(ops.cast(predicted, "int32"), ops.cast(truth, "int32")),
-                    "float32")
+    """1.0 where the logits' class is the label's: Keras's accuracy for class
+    indices, or for one-hot/soft rows."""
+    if len(y.shape) == len(logits.shape) and y.shape[-1] == logits.shape[-1] != 1:
+        return keras.metrics.categorical_accuracy(y, logits)
+    return keras.metrics.sparse_categorical_accuracy(y, logits)
 
 
 def _resolve_ema(ema_decay, ema_warmup, ema_teacher, algorithm):

@@ -20,6 +20,8 @@ the rest in the loss) is what makes every unlabeled image of a step count:
 with a 0.8 threshold early tables select a quarter of the set.
 """
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -238,8 +240,6 @@ class TableRefresh(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.ready is not None and not self.table.refreshes:
-            import warnings
-
             seen = ("not measured" if self._accuracy is None
                     else f"{100 * self._accuracy:.0f} % at the last look")
             warnings.warn(
