@@ -173,28 +173,27 @@ def cifar10_protocol():
 
 
 def cifar10_tfdata():
-    """The CIFAR-10 protocol's default through `tf.data`: seeds 0-1 and seed 2, two versions."""
-    runs = [_load(f"cifar10_tfdata_seed{seed}.json")["runs"][0] for seed in (0, 1, 2)]
-    array = {r["seed"]: r["accuracy"]
-             for r in _load("cifar10_protocol_2026-11-29.json")["runs"]
-             if r["method"] == CIFAR_DEFAULT}
+    """The CIFAR-10 protocol's default through `tf.data` and as arrays: one version, same day."""
     keys = ("student_accuracy", "ema_accuracy", "moving_accuracy")
-
-    def row(label, run, same_seed):
-        return [label] + [f"{100.0 * run[k]:.2f} %" for k in keys] + [
-            same_seed, f"{run['steps']:,}", f"{run['seconds']:,.0f}",
-            f"{run['steps_per_second']:.2f}"]
-
-    rows = [row(f"{r['seed']} (default of 2026-12-04)", r, f"{100.0 * array[r['seed']]:.2f} %")
-            for r in runs[:2]]
-    means = [_shown_mean([r[k] for r in runs[:2]]) for k in keys]
-    array_mean = _shown_mean([array[r["seed"]] for r in runs[:2]])[0]
-    rows.append(["mean of seeds 0-1", f"**{means[0][0]} ± {means[0][1]} %**",
-                 f"{means[1][0]} %", f"{means[2][0]} %", f"{array_mean} %", "", "", ""])
-    rows.append(row(f"{runs[2]['seed']} (default of 2026-12-05; not pooled)", runs[2], "-"))
-    return _table(["seed (version)", "student (recomputed statistics)", "EMA",
-                   "moving statistics", "array path, same seed (default of 2026-11-29)",
-                   "steps", "wall time (s)", "steps/s"], rows)
+    paths = {kind: [_load(f"cifar10_{kind}_seed{seed}.json")["runs"][0] for seed in (0, 1, 2)]
+             for kind in ("array", "tfdata")}
+    rows = []
+    for kind, label in (("array", "numpy arrays"), ("tfdata", "`tf.data` datasets")):
+        runs = paths[kind]
+        acc = [r["student_accuracy"] for r in runs]
+        mean, std = _shown_mean(acc)
+        rows.append([label, _per_seed(acc), f"**{mean} ± {std} %**"]
+                    + [f"{_shown_mean([r[k] for r in runs])[0]} %" for k in keys[1:]]
+                    + [" / ".join(f"{r['seconds']:,.0f}" for r in runs),
+                       f"{np.mean([r['steps_per_second'] for r in runs]):.2f}"])
+    diff = [100.0 * (t["student_accuracy"] - a["student_accuracy"])
+            for t, a in zip(paths["tfdata"], paths["array"])]
+    ratio = [t["seconds"] / a["seconds"] for t, a in zip(paths["tfdata"], paths["array"])]
+    rows.append(["`tf.data` minus arrays", " / ".join(f"{d:+.2f}" for d in diff),
+                 f"{np.mean(diff):+.2f} points", "", "",
+                 " / ".join(f"{r - 1:+.1%}" for r in ratio), ""])
+    return _table(["input", "seed 0 / 1 / 2", "student (recomputed statistics, 3 seeds)",
+                   "EMA", "moving statistics", "wall time per seed (s)", "steps/s"], rows)
 
 
 def transfer_4per_class():
