@@ -128,7 +128,8 @@ def main(argv=None):
     args.dataset, args.epochs, args.optimizer, args.weight_decay = "cifar10", 10, "sgd", 5e-3
 
     x, y, x_test, y_test = datasets.load_cifar10(args.data)
-    path = pretrain(x[np.isin(y, source)], y[np.isin(y, source)], source, args)
+    in_source = np.isin(y, source)
+    path = pretrain(x[in_source], y[in_source], source, args)
     default = keras_ssl.algorithms.DEFAULT[0]
     default_spec = default + "".join(
         f"{';' if i else ':'}{k}={v}"
