@@ -1,9 +1,9 @@
-"""BENCHMARKS.md's tables, rendered from the result files in `benchmarks/results/`.
+"""BENCHMARKS.md's and README.md's tables, rendered from `benchmarks/results/`.
 
-    python -m benchmarks.report           # rewrite the generated tables in BENCHMARKS.md
-    python -m benchmarks.report --check   # exit 1 if BENCHMARKS.md differs from the files
+    python -m benchmarks.report           # rewrite the generated tables in both files
+    python -m benchmarks.report --check   # exit 1 if either differs from the result files
 
-Each generated table sits in BENCHMARKS.md between two markers:
+Each generated table sits in BENCHMARKS.md (or README.md) between two markers:
 
     <!-- report: NAME -->
     ...
@@ -27,6 +27,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 BENCHMARKS = os.path.join(os.path.dirname(HERE), "BENCHMARKS.md")
+README = os.path.join(os.path.dirname(HERE), "README.md")
 
 
 def _load(name):
@@ -78,6 +79,26 @@ def cli_folders_15min():
                      " / ".join(f"{r['budget_seconds']:.0f}" for r in group)])
     return _table(["run", "test accuracy (3 seeds)", "seed 0 / 1 / 2", "steps",
                    "wall time (s)", "budget (s)"], rows)
+
+
+def cli_folders_readme():
+    """README's summary of `cli_folders_15min`: mean ± std, step and wall-time ranges."""
+    runs = _by(_load("cli_folders_15min.json")["runs"], "method")
+    names = {
+        "ssl": "**`keras-ssl train labeled --unlabeled unlabeled --minutes 15`**",
+        "supervised": "supervised: the same command without `--unlabeled` (same wall time)",
+        "supervised_equal_steps": "supervised, about the same steps (fewer minutes)",
+    }
+    rows = []
+    for method, label in names.items():
+        group = runs[method]
+        accuracy = _pct([r["test_accuracy"] for r in group])
+        steps = [r["steps"] for r in group]
+        seconds = [r["seconds"] for r in group]
+        rows.append([label, f"**{accuracy}**" if method == "ssl" else accuracy,
+                     f"{min(steps):,}-{max(steps):,}",
+                     f"{min(seconds):.0f}-{max(seconds):.0f} s"])
+    return _table(["run", "test accuracy", "steps", "wall time"], rows)
 
 
 NO_WARMUP = "the default without its warm-up (first table at step 0)"
@@ -364,6 +385,7 @@ def transfer_default():
 
 TABLES = {
     "cli_folders_15min": cli_folders_15min,
+    "cli_folders_readme": cli_folders_readme,
     "digits_demo": digits_demo,
     "digits_sources": digits_sources,
     "cifar10_protocol": cifar10_protocol,
@@ -384,31 +406,37 @@ def render(text):
     """`text` with every generated block replaced by its table from the result files."""
     unknown = [m.group(2) for m in _BLOCK.finditer(text) if m.group(2) not in TABLES]
     if unknown:
-        raise SystemExit(f"BENCHMARKS.md names unknown tables {unknown}; known: {sorted(TABLES)}")
+        raise SystemExit(f"a generated block names unknown tables {unknown}; "
+                         f"known: {sorted(TABLES)}")
     return _BLOCK.sub(lambda m: f"{m.group(1)}{TABLES[m.group(2)]()}\n{m.group(4)}", text)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--check", action="store_true",
-                   help="do not write: exit 1 if BENCHMARKS.md differs from the result files")
-    p.add_argument("--path", default=BENCHMARKS)
+                   help="do not write: exit 1 if a file differs from the result files")
+    p.add_argument("--path", action="append",
+                   help="a markdown file to render (repeatable); default BENCHMARKS.md and "
+                        "README.md")
     args = p.parse_args(argv)
-    with open(args.path) as f:
-        text = f.read()
-    rendered = render(text)
-    blocks = len(_BLOCK.findall(text))
-    if args.check:
-        if rendered != text:
-            print(f"{args.path} differs from what `python -m benchmarks.report` renders from "
-                  "benchmarks/results/: run it and commit the result.", file=sys.stderr)
-            return 1
-        print(f"{args.path}: {blocks} generated tables match the result files.")
-        return 0
-    with open(args.path, "w") as f:
-        f.write(rendered)
-    print(f"rendered {blocks} tables into {args.path}")
-    return 0
+    status = 0
+    for path in args.path or [BENCHMARKS, README]:
+        with open(path) as f:
+            text = f.read()
+        rendered = render(text)
+        blocks = len(_BLOCK.findall(text))
+        if args.check:
+            if rendered != text:
+                print(f"{path} differs from what `python -m benchmarks.report` renders from "
+                      "benchmarks/results/: run it and commit the result.", file=sys.stderr)
+                status = 1
+            else:
+                print(f"{path}: {blocks} generated tables match the result files.")
+            continue
+        with open(path, "w") as f:
+            f.write(rendered)
+        print(f"rendered {blocks} tables into {path}")
+    return status
 
 
 if __name__ == "__main__":
