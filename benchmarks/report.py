@@ -61,44 +61,42 @@ def _by(runs, key):
     return groups
 
 
+def _cli_folders_rows(labels, row):
+    """`row(method, label, runs)` for SSL, supervised at equal time and at equal steps."""
+    runs = _by(_load("cli_folders_15min.json")["runs"], "method")
+    methods = ("ssl", "supervised", "supervised_equal_steps")
+    return [row(method, label, runs[method]) for method, label in zip(methods, labels)]
+
+
 def cli_folders_15min():
     """`keras-ssl train` on CIFAR-10 as files: SSL, supervised at equal wall time and steps."""
-    runs = _by(_load("cli_folders_15min.json")["runs"], "method")
-    names = {
-        "ssl": "`keras-ssl train LAB --unlabeled UNL --minutes 15` (the default)",
-        "supervised": "the same without `--unlabeled` (equal wall time)",
-        "supervised_equal_steps": "the same without `--unlabeled`, about the SSL run's steps",
-    }
-    rows = []
-    for method, label in names.items():
-        group = runs[method]
+    labels = ("`keras-ssl train LAB --unlabeled UNL --minutes 15` (the default)",
+              "the same without `--unlabeled` (equal wall time)",
+              "the same without `--unlabeled`, about the SSL run's steps")
+
+    def row(method, label, group):
         acc = [r["test_accuracy"] for r in group]
-        rows.append([label, _pct(acc), _per_seed(acc),
-                     " / ".join(f"{r['steps']:,}" for r in group),
-                     " / ".join(f"{r['seconds']:.0f}" for r in group),
-                     " / ".join(f"{r['budget_seconds']:.0f}" for r in group)])
+        return [label, _pct(acc), _per_seed(acc),
+                " / ".join(f"{r['steps']:,}" for r in group),
+                " / ".join(f"{r['seconds']:.0f}" for r in group),
+                " / ".join(f"{r['budget_seconds']:.0f}" for r in group)]
     return _table(["run", "test accuracy (3 seeds)", "seed 0 / 1 / 2", "steps",
-                   "wall time (s)", "budget (s)"], rows)
+                   "wall time (s)", "budget (s)"], _cli_folders_rows(labels, row))
 
 
 def cli_folders_readme():
     """README's summary of `cli_folders_15min`: mean ± std, step and wall-time ranges."""
-    runs = _by(_load("cli_folders_15min.json")["runs"], "method")
-    names = {
-        "ssl": "**`keras-ssl train labeled --unlabeled unlabeled --minutes 15`**",
-        "supervised": "supervised: the same command without `--unlabeled` (same wall time)",
-        "supervised_equal_steps": "supervised, about the same steps (fewer minutes)",
-    }
-    rows = []
-    for method, label in names.items():
-        group = runs[method]
+    labels = ("**`keras-ssl train labeled --unlabeled unlabeled --minutes 15`**",
+              "supervised: the same command without `--unlabeled` (same wall time)",
+              "supervised, about the same steps (fewer minutes)")
+
+    def row(method, label, group):
         accuracy = _pct([r["test_accuracy"] for r in group])
         steps = [r["steps"] for r in group]
         seconds = [r["seconds"] for r in group]
-        rows.append([label, f"**{accuracy}**" if method == "ssl" else accuracy,
-                     f"{min(steps):,}-{max(steps):,}",
-                     f"{min(seconds):.0f}-{max(seconds):.0f} s"])
-    return _table(["run", "test accuracy", "steps", "wall time"], rows)
+        return [label, f"**{accuracy}**" if method == "ssl" else accuracy,
+                f"{min(steps):,}-{max(steps):,}", f"{min(seconds):.0f}-{max(seconds):.0f} s"]
+    return _table(["run", "test accuracy", "steps", "wall time"], _cli_folders_rows(labels, row))
 
 
 NO_WARMUP = "the default without its warm-up (first table at step 0)"
