@@ -183,7 +183,9 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             or when `phase1_share` of the budget is spent, whichever comes
             first, and phase 2 trains until the budget is spent (its plateau
             rule is off unless `phase2_patience` is given); training stops
-            mid-epoch when the time is up, and the best weights are restored
+            mid-epoch when what is left is what the run's end will take (its
+            last validation and the final evaluation, timed on the epochs
+            so far; at least 3 % of the budget), and the best weights are restored
             only if the last epoch is worse than them by more than
             `min_delta`.
         phase1_share: the largest share of `minutes` phase 1 may take.
@@ -291,16 +293,22 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             items.append(backup)  # after the switch: it saves the switch's decision
         return items + list(callbacks or [])
 
+    tail = _EpochTail()
+
     def budget(share):
         """A TimeLimit that ends the `fit` when `share` of `minutes` is spent,
-        counted from the start of the run (none without `minutes`)."""
+        counted from the start of the run (none without `minutes`). The last
+        phase keeps back what follows its last step: that epoch's validation
+        and the final statistics and evaluation (`_EpochTail`)."""
         if minutes is None:
             return []
-        # 3 % is kept back for the final statistics and evaluation.
         now = time.perf_counter()
-        left = share * 0.97 * float(minutes) - (now - start) / 60.0
-        return [ssl_callbacks.TimeLimit(max(left, 1e-3), verbose=0, mid_epoch=True,
-                                        started_at=now)]
+        if share < 1.0:
+            left = share * float(minutes) - (now - start) / 60.0
+            return [tail, ssl_callbacks.TimeLimit(max(left, 1e-3), verbose=0,
+                                                  mid_epoch=True, started_at=now)]
+        ends = 2 if test_data is None else 3  # epoch's validation, final val (and test)
+        return [tail, _LastPhaseLimit(float(minutes), start, tail, ends)]
 
     # Phase 1 is a fit without the unlabeled images: supervised steps, which
     # cost a fraction of an SSL step. The switch ends it at the plateau
@@ -369,6 +377,47 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
         epochs_run=len(phases), steps_run=steps,
         final_metrics=final, wall_time_s=wall, monitor=monitor,
     )
+
+
+class _EpochTail(keras.callbacks.Callback):
+    """Seconds from an epoch's last step to its `on_epoch_end` (validation,
+    its BatchNorm statistics, checkpoints): what a run still spends after it
+    stops stepping. The latest epoch's value (the first epoch's includes
+    tracing the evaluation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.last_step, self.seconds = None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.last_step = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.last_step is not None:
+            self.seconds = time.perf_counter() - self.last_step
+
+
+class _LastPhaseLimit(ssl_callbacks.TimeLimit):
+    """The last phase's `TimeLimit`: it stops stepping when what is left of
+    `minutes` (counted from `start`) is what the epoch's end and the final
+    evaluation will take, `ends` epoch tails as measured so far (at least
+    3 % of the budget, at most half of it)."""
+
+    def __init__(self, minutes, start, tail, ends):
+        super().__init__(minutes, verbose=0, mid_epoch=True, started_at=start)
+        self.budget, self.tail, self.ends = minutes, tail, ends
+
+    def _keep_back(self):
+        measured = 0.0 if self.tail.seconds is None else self.ends * self.tail.seconds / 60.0
+        self.minutes = self.budget - min(max(0.03 * self.budget, measured), 0.5 * self.budget)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._keep_back()
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._keep_back()
+        super().on_epoch_end(epoch, logs)
 
 
 def saved_state(backup_dir):

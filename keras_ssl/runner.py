@@ -348,12 +348,16 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
                      input_shape, runs, out_dir, seed, verbose, **_):
     """The training part of `train_from_folders`: the run, the baseline, the outputs."""
     done_dir = os.path.join(checkpoint_dir(out_dir), "ssl_done")
+    after_run = {}  # seconds the SSL run's model took to export, score and save
 
     def minutes_left(share):
-        """`share` of the budget that is left, less what writing the outputs takes."""
+        """`share` of the budget that is left, less what writing the outputs
+        takes (twice what the SSL run's export, scoring and saving took, when
+        that was measured: the baseline's and the final writing)."""
         if not minutes:
             return None
-        reserve = min(WRITE_MINUTES, 0.05 * minutes)
+        reserve = max(min(WRITE_MINUTES, 0.05 * minutes),
+                      min(2 * after_run.get("seconds", 0.0) / 60.0, 0.25 * minutes))
         left = minutes - (time.perf_counter() - start) / 60.0 - reserve
         if left <= 0:
             raise InputError(
@@ -396,6 +400,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
             **_optimizer(run_minutes, settings,
                          os.path.join(checkpoint_dir(out_dir), "ssl")),
         )
+        finished = time.perf_counter()
         student = report.model.export_model("student")
         labels, predictions = _predict_labels(report.model.model, data.x_val, data.y_val)
         results = {"ssl": {"val_accuracy": float(np.mean(labels == predictions)),
@@ -414,6 +419,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
                 json.dump({"report": fields, "results": results, "labels": labels.tolist(),
                            "predictions": predictions.tolist(), "run_minutes": run_minutes},
                           f, default=float)
+        after_run["seconds"] = time.perf_counter() - finished
 
     if baseline:
         # The same recipe (plateau switch, best weights, exact BatchNorm

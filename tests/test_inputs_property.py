@@ -5,9 +5,10 @@ weight changed when it refuses.
 Hypothesis draws shapes, dtypes, pixel ranges, NaNs, label forms, batch
 sizes, step and epoch counts, validation splits and input containers.
 `derandomize=True` makes CI run the same examples every time
-(`EXAMPLES` of them).
+(`EXAMPLES` of them: 50, or `KERAS_SSL_PROPERTY_EXAMPLES` for a longer search).
 """
 
+import os
 import signal
 
 import keras
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 import keras_ssl
 
-EXAMPLES = 100
+EXAMPLES = int(os.environ.get("KERAS_SSL_PROPERTY_EXAMPLES", "50"))
 SECONDS_PER_EXAMPLE = 60
 SHAPE = (6, 6, 1)
 
