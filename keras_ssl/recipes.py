@@ -293,22 +293,17 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
             items.append(backup)  # after the switch: it saves the switch's decision
         return items + list(callbacks or [])
 
-    tail = _EpochTail()
+    # One TimeLimit for both phases, counted from the start of the run: it
+    # ends phase 1 at `phase1_share` of `minutes`, and the last phase when
+    # what is left is what the run's end takes (`_Budget`).
+    limit = None if minutes is None else _Budget(
+        float(minutes), start, ends=2 if test_data is None else 3)
 
     def budget(share):
-        """A TimeLimit that ends the `fit` when `share` of `minutes` is spent,
-        counted from the start of the run (none without `minutes`). The last
-        phase keeps back what follows its last step: that epoch's validation
-        and the final statistics and evaluation (`_EpochTail`)."""
-        if minutes is None:
+        if limit is None:
             return []
-        now = time.perf_counter()
-        if share < 1.0:
-            left = share * float(minutes) - (now - start) / 60.0
-            return [tail, ssl_callbacks.TimeLimit(max(left, 1e-3), verbose=0,
-                                                  mid_epoch=True, started_at=now)]
-        ends = 2 if test_data is None else 3  # epoch's validation, final val (and test)
-        return [tail, _LastPhaseLimit(float(minutes), start, tail, ends)]
+        limit.share = share
+        return [limit]
 
     # Phase 1 is a fit without the unlabeled images: supervised steps, which
     # cost a fraction of an SSL step. The switch ends it at the plateau
@@ -379,43 +374,34 @@ def fit_two_phase(model, x, y, unlabeled, validation_data, *, algorithm=None,
     )
 
 
-class _EpochTail(keras.callbacks.Callback):
-    """Seconds from an epoch's last step to its `on_epoch_end` (validation,
-    its BatchNorm statistics, checkpoints): what a run still spends after it
-    stops stepping. The latest epoch's value (the first epoch's includes
-    tracing the evaluation)."""
+class _Budget(ssl_callbacks.TimeLimit):
+    """`fit_two_phase`'s `TimeLimit`, counted from `start`, for `share` of
+    `minutes`. It times each epoch's end (from its last step to
+    `on_epoch_end`: validation, BatchNorm statistics, checkpoints), and in
+    the last phase (`share` 1) stops stepping when what is left is `ends`
+    such epoch ends (that epoch's validation, the final evaluations): at
+    least 3 % of the budget, at most half of it."""
 
-    def __init__(self):
-        super().__init__()
-        self.last_step, self.seconds = None, None
+    def __init__(self, minutes, start, ends):
+        super().__init__(minutes, verbose=0, mid_epoch=True, started_at=start)
+        self.budget, self.ends, self.share = minutes, ends, 1.0
+        self.last_step = self.tail = None
+
+    def _keep_back(self):
+        keep = 0.0
+        if self.share >= 1.0:
+            measured = 0.0 if self.tail is None else self.ends * self.tail / 60.0
+            keep = min(max(0.03 * self.budget, measured), 0.5 * self.budget)
+        self.minutes = self.share * self.budget - keep
 
     def on_train_batch_end(self, batch, logs=None):
         self.last_step = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.last_step is not None:
-            self.seconds = time.perf_counter() - self.last_step
-
-
-class _LastPhaseLimit(ssl_callbacks.TimeLimit):
-    """The last phase's `TimeLimit`: it stops stepping when what is left of
-    `minutes` (counted from `start`) is what the epoch's end and the final
-    evaluation will take, `ends` epoch tails as measured so far (at least
-    3 % of the budget, at most half of it)."""
-
-    def __init__(self, minutes, start, tail, ends):
-        super().__init__(minutes, verbose=0, mid_epoch=True, started_at=start)
-        self.budget, self.tail, self.ends = minutes, tail, ends
-
-    def _keep_back(self):
-        measured = 0.0 if self.tail.seconds is None else self.ends * self.tail.seconds / 60.0
-        self.minutes = self.budget - min(max(0.03 * self.budget, measured), 0.5 * self.budget)
-
-    def on_train_batch_end(self, batch, logs=None):
         self._keep_back()
         super().on_train_batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.last_step is not None:
+            self.tail = time.perf_counter() - self.last_step
         self._keep_back()
         super().on_epoch_end(epoch, logs)
 

@@ -348,7 +348,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
                      input_shape, runs, out_dir, seed, verbose, **_):
     """The training part of `train_from_folders`: the run, the baseline, the outputs."""
     done_dir = os.path.join(checkpoint_dir(out_dir), "ssl_done")
-    after_run = {}  # seconds the SSL run's model took to export, score and save
+    after_run = 0.0  # seconds the SSL run's model took to export, score and save
 
     def minutes_left(share):
         """`share` of the budget that is left, less what writing the outputs
@@ -357,7 +357,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
         if not minutes:
             return None
         reserve = max(min(WRITE_MINUTES, 0.05 * minutes),
-                      min(2 * after_run.get("seconds", 0.0) / 60.0, 0.25 * minutes))
+                      min(2 * after_run / 60.0, 0.25 * minutes))
         left = minutes - (time.perf_counter() - start) / 60.0 - reserve
         if left <= 0:
             raise InputError(
@@ -419,7 +419,7 @@ def _train_and_write(*, start, data, settings, algorithm, model, net, minutes, b
                 json.dump({"report": fields, "results": results, "labels": labels.tolist(),
                            "predictions": predictions.tolist(), "run_minutes": run_minutes},
                           f, default=float)
-        after_run["seconds"] = time.perf_counter() - finished
+        after_run = time.perf_counter() - finished
 
     if baseline:
         # The same recipe (plateau switch, best weights, exact BatchNorm

@@ -840,20 +840,19 @@ class _Timeline(keras.callbacks.Callback):
 
 
 def test_the_last_phase_keeps_back_the_measured_end_of_the_run():
-    from keras_ssl.recipes import _EpochTail, _LastPhaseLimit
+    from keras_ssl.recipes import _Budget
 
-    tail = _EpochTail()
-    limit = _LastPhaseLimit(2.0, time.perf_counter(), tail, ends=2)
+    limit = _Budget(2.0, time.perf_counter(), ends=2)
     limit.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
     limit.model.stop_training = False  # as fit sets it
     limit.on_train_begin()
     limit.on_train_batch_end(0)
     assert limit.minutes == pytest.approx(2.0 * 0.97)  # nothing measured yet: 3 %
-    tail.seconds = 6.0  # an epoch's end took 6 s: keep back two of them
+    limit.tail = 6.0  # an epoch's end took 6 s: keep back two of them
     limit.on_train_batch_end(1)
     assert limit.minutes == pytest.approx(2.0 - 12.0 / 60)
     assert not limit.model.stop_training
-    tail.seconds = 600.0  # never more than half the budget
+    limit.tail = 600.0  # never more than half the budget
     limit.on_train_batch_end(2)
     assert limit.minutes == pytest.approx(1.0)
     limit.started_at = limit._start = time.perf_counter() - 61.0
